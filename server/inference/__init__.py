@@ -1,0 +1,60 @@
+"""Inference behind one interface, two implementations over the same model_repo/:
+
+- `InProcessInference` (the embedded default) runs the models in this process;
+- `TritonInference` sends the same requests to a Triton server over gRPC.
+
+Both implement `infer(model, inputs, outputs)`; everything above it (`media_features`, `frame_features`) is
+shared, so the two can only differ in where the tensors were computed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from server.config import Settings
+from server.features import ALL_FAMILIES, MEDIA_OUTPUTS, MediaFeatures, assemble, outputs_for
+
+
+class Inference(ABC):
+    @abstractmethod
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        """Run one model or ensemble of model_repo/ and return the named outputs."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections or models."""
+
+    def media_features(self, data: bytes, families: frozenset[str] = ALL_FAMILIES) -> MediaFeatures:
+        """Decode image or video bytes, sample frames, and compute the asked feature families."""
+        media = np.array([data], dtype=np.object_)
+        tensors = self.infer("media_features", {"media": media}, [*MEDIA_OUTPUTS, *outputs_for(families)])
+        return assemble(tensors)
+
+    def frame_features(
+        self, frames: np.ndarray, timestamps: np.ndarray | None = None, families: frozenset[str] = ALL_FAMILIES
+    ) -> MediaFeatures:
+        """Features of frames already decoded: uint8 [F, H, W, 3] RGB, all of one size."""
+        tensors = self.infer("frame_features", {"frames": frames}, outputs_for(families))
+        tensors["frame_size"] = np.asarray(frames.shape[1:3], np.int32)
+        if timestamps is None:
+            timestamps = np.arange(len(frames), dtype=np.float32)
+        return assemble(tensors, timestamps=timestamps)
+
+    def __enter__(self) -> Inference:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_inference(settings: Settings) -> Inference:
+    if settings.inference == "inprocess":
+        from server.inference.inprocess import InProcessInference
+
+        return InProcessInference(settings)
+    if settings.inference == "triton":
+        from server.inference.triton import TritonInference
+
+        return TritonInference(settings.triton_url)
+    raise ValueError(f"inference must be 'inprocess' or 'triton', not {settings.inference!r}")

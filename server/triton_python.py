@@ -1,0 +1,44 @@
+"""The one Triton python-backend adapter every model_repo/<role>/1/model.py re-exports.
+
+Triton calls `initialize` once per instance and `execute` with a list of requests; we map each request's
+tensors to the model class named by the config, and send MediaError back as a TritonError whose message the
+client turns into the same exception type (`MediaError.from_message`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from server.config import load_settings
+from server.errors import MediaError
+from server.models import load_model
+
+log = logging.getLogger("jiwoom.triton")
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        self.name = config["name"]
+        self.input_names = [t["name"] for t in config["input"]]
+        self.output_names = [t["name"] for t in config["output"]]
+        self.model = load_model(self.name, load_settings())
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        import triton_python_backend_utils as pb_utils  # exists only inside the Triton stub
+
+        responses = []
+        for request in requests:
+            try:
+                inputs = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
+                outputs = self.model(**inputs)
+                tensors = [pb_utils.Tensor(n, outputs[n]) for n in self.output_names]
+                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            except MediaError as error:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(error.to_message())))
+            except Exception as error:  # a model bug must fail this request, not the server
+                log.exception("%s failed", self.name)
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.name}: {error}")))
+        return responses
