@@ -16,12 +16,13 @@ class MediaLimits:
 
     max_bytes: int = 256 * 1024 * 1024
     max_pixels: int = 50_000_000  # per image or frame: a decompression bomb stops here, before decoding
-    working_max_side: int = 2048  # decoded frames are downscaled to this long side (JPEG draft mode: cheap)
+    working_max_side: int = 2048  # decoded images are downscaled to this long side (JPEG draft mode: cheap)
+    video_max_side: int = 1024  # video frames too; with max_frames this bounds a video's frames to ~0.5 GB
     max_duration_s: float = 4 * 3600.0  # longer videos are refused, not truncated silently
     decode_timeout_s: float = 60.0
     max_gif_frames: int = 8  # GIF/animated WebP: first frames only
     sample_fps: float = 1.0
-    max_frames: int = 600  # cap on sampled frames per video (the sampler spreads them out beyond this)
+    max_frames: int = 300  # cap on sampled frames per video (the sampler spreads them out beyond this)
     scene_cut_threshold: float = 0.35  # histogram distance in [0, 1] that counts as a cut
 
 
@@ -35,6 +36,8 @@ class ModelSettings:
     region_grid: int = 3  # regions: grid x grid windows of half the image side, plus the border-trimmed whole
     face_detector: str = "hog"  # "hog" (~20 ms) or "cnn" (~2 s on CPU, finds smaller and turned faces)
     face_upsample: int = 0  # detector upsampling: 0 finds faces from ~80 px (20 ms); 1 from ~40 px (~7x slower)
+    face_small_frame_pixels: int = 400_000  # frames smaller than this are upsampled once more: cheap, and
+    # thumbnails and re-uploads at reduced size are where faces are small
     max_faces: int = 16
     ocr_languages: str = "kor+eng"
     ocr_max_lines: int = 40

@@ -12,6 +12,7 @@ from server.models.dlib_faces import LANDMARKS, weight_file
 class FaceDetectModel:
     def __init__(self, settings: Settings) -> None:
         self.upsample = settings.models.face_upsample
+        self.small_frame_pixels = settings.models.face_small_frame_pixels
         self.max_faces = settings.models.max_faces
         self.kind = settings.models.face_detector
         if self.kind == "hog":
@@ -23,11 +24,12 @@ class FaceDetectModel:
         self.predictor = dlib.shape_predictor(str(weight_file("shape_predictor_5_face_landmarks.dat")))
 
     def detect(self, frame: np.ndarray) -> list[tuple[dlib.rectangle, float]]:
+        upsample = self.upsample + (frame.shape[0] * frame.shape[1] < self.small_frame_pixels)
         if self.kind == "hog":
-            rects, scores, _ = self.hog.run(frame, self.upsample, 0.0)
+            rects, scores, _ = self.hog.run(frame, upsample, 0.0)
             found = list(zip(rects, scores, strict=True))
         else:
-            found = [(d.rect, float(d.confidence)) for d in self.cnn(frame, self.upsample)]
+            found = [(d.rect, float(d.confidence)) for d in self.cnn(frame, upsample)]
         found.sort(key=lambda item: -item[1])
         return found[: self.max_faces]
 

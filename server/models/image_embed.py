@@ -1,9 +1,10 @@
 """Copy-detection embedding (SSCD) of each frame and of regions of it.
 
 A re-upload is often the reference pasted small into a page, a collage or a screenshot, or framed by borders and
-caption bars. So each frame is embedded as: the whole frame with uniform borders trimmed, then a grid of windows
-of half the side (stride a quarter), which is where a reference covering ~25 % of the area falls. The reference
-side embeds the same way; matching takes the best pair.
+caption bars. So each frame is embedded as: the whole frame with uniform borders trimmed; the content blocks that
+stand out from the page background (a photo pasted into a page or a screenshot); then a grid of windows of half
+the side (stride a quarter) for content on a busy background. The reference side embeds the same way; matching
+takes the best pair.
 """
 
 from __future__ import annotations
@@ -52,10 +53,40 @@ def trim_borders(frame: np.ndarray) -> tuple[int, int, int, int]:
     return left, top, right, bottom
 
 
+CONTENT_ANALYSIS_SIDE = 256  # content blocks are found on a thumbnail: cheap, and fine enough for boxes
+BACKGROUND_TOLERANCE = 24  # grey levels from the page colour that still count as page
+MIN_BLOCK_AREA = 0.04  # a block smaller than this share of the frame is not worth an embedding
+MAX_BLOCK_AREA = 0.8  # a block this large is the whole frame again
+MIN_BLOCK_FILL = 0.6  # share of the block's box it fills: photos are solid, scattered text is not
+MAX_BLOCKS = 3
+
+
+def content_boxes(frame: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """Boxes of solid blocks that differ from the page colour (the most common colour on the frame's edge)."""
+    height, width = frame.shape[:2]
+    scale = CONTENT_ANALYSIS_SIDE / max(height, width)
+    small = cv2.resize(frame, (max(1, round(width * scale)), max(1, round(height * scale))),
+                       interpolation=cv2.INTER_AREA)
+    edge = np.concatenate([small[0], small[-1], small[:, 0], small[:, -1]]).astype(np.int16)
+    colours, counts = np.unique(edge // 8, axis=0, return_counts=True)
+    page = colours[counts.argmax()] * 8 + 4
+    mask = (np.abs(small.astype(np.int16) - page).max(axis=2) > BACKGROUND_TOLERANCE).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))  # drop thin text strokes
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    area = float(mask.shape[0] * mask.shape[1])
+    blocks = []
+    for left, top, w, h, filled in stats[1:count]:
+        if MIN_BLOCK_AREA <= w * h / area <= MAX_BLOCK_AREA and filled >= MIN_BLOCK_FILL * w * h:
+            blocks.append((w * h, (left / scale, top / scale, (left + w) / scale, (top + h) / scale)))
+    blocks.sort(reverse=True)
+    return [box for _, box in blocks[:MAX_BLOCKS]]
+
+
 def region_boxes(frame: np.ndarray, grid: int) -> np.ndarray:
-    """[R, 4] boxes in pixels: the trimmed whole frame first, then grid x grid windows of half its side."""
+    """[R, 4] boxes in pixels: the trimmed whole frame, content blocks, then grid x grid half-side windows."""
     x0, y0, x1, y1 = trim_borders(frame)
-    boxes = [(x0, y0, x1, y1)]
+    boxes: list[tuple[float, float, float, float]] = [(x0, y0, x1, y1)]
+    boxes += content_boxes(frame)
     if grid >= 2:
         width, height = x1 - x0, y1 - y0
         window_w, window_h = width / 2, height / 2
