@@ -42,6 +42,9 @@ class ModelSettings:
     ocr_languages: str = "kor+eng"
     ocr_max_lines: int = 40
     threads: int = 0  # ONNX Runtime intra-op threads; 0 = one per core
+    # ONNX Runtime execution providers, in order of preference. The GPU model configs (model_repo/*/configs/
+    # gpu.pbtxt) set "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider".
+    onnx_providers: str = "CPUExecutionProvider"
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,16 @@ def _from_env(cls: type[T], prefix: str) -> T:
         if raw is not None:
             values[f.name] = type(f.default)(raw) if f.default is not dataclasses.MISSING else raw
     return cls(**values)
+
+
+def with_model_overrides(settings: Settings, overrides: dict[str, str]) -> Settings:
+    """Settings with some ModelSettings fields replaced from strings (e.g. a Triton config's parameters)."""
+    fields = {f.name: f for f in dataclasses.fields(ModelSettings)}
+    unknown = set(overrides) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown model settings {sorted(unknown)}")
+    typed = {name: type(fields[name].default)(value) for name, value in overrides.items()}
+    return dataclasses.replace(settings, models=dataclasses.replace(settings.models, **typed))
 
 
 def load_settings() -> Settings:

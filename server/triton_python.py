@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-from server.config import load_settings
+from server.config import load_settings, with_model_overrides
 from server.errors import MediaError
 from server.models import load_model
 
@@ -24,7 +24,9 @@ class TritonPythonModel:
         self.name = config["name"]
         self.input_names = [t["name"] for t in config["input"]]
         self.output_names = [t["name"] for t in config["output"]]
-        self.model = load_model(self.name, load_settings())
+        # A config's `parameters` override model settings: that is how configs/gpu.pbtxt picks GPU providers.
+        overrides = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        self.model = load_model(self.name, with_model_overrides(load_settings(), overrides))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         import triton_python_backend_utils as pb_utils  # exists only inside the Triton stub

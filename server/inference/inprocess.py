@@ -39,6 +39,10 @@ class InProcessInference(Inference):
             return self._run_ensemble(spec, inputs, outputs)
         with self._locks[model]:
             produced = self.model(model)(**inputs)
+        for name, tensor_spec in spec.outputs.items():  # what Triton would refuse, we refuse too
+            if not tensor_spec.fits(produced[name]):
+                raise RuntimeError(f"{model} produced {name!r} as {produced[name].dtype} {list(produced[name].shape)}, "
+                                   f"but its config declares {tensor_spec.data_type} {list(tensor_spec.dims)}")
         return {name: produced[name] for name in outputs}
 
     def _spec(self, model: str) -> ModelSpec:

@@ -36,9 +36,9 @@ class AgeHeadModel:
         self.female_index = manifest["models"]["gender"]["labels"].index("female")
         self.means = np.asarray(manifest["models"]["age"]["input"]["normalization"]["means"], np.float32)
         self.scale = float(manifest["models"]["age"]["input"]["normalization"]["scale"])
-        threads = settings.models.threads
-        self.age = open_session(folder / manifest["models"]["age"]["artifact"]["filename"], threads)
-        self.gender = open_session(folder / manifest["models"]["gender"]["artifact"]["filename"], threads)
+        threads, providers = settings.models.threads, settings.models.onnx_providers
+        self.age = open_session(folder / manifest["models"]["age"]["artifact"]["filename"], threads, providers)
+        self.gender = open_session(folder / manifest["models"]["gender"]["artifact"]["filename"], threads, providers)
 
     def _normalise(self, chips: list[np.ndarray]) -> np.ndarray:
         batch = (np.stack(chips).astype(np.float32) - self.means) * self.scale

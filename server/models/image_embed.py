@@ -103,7 +103,7 @@ class ImageEmbedModel:
         config = settings.models
         self.size = config.embed_size
         self.grid = config.region_grid
-        self.session = open_session(resolve_model_path(config.embed_model), config.threads)
+        self.session = open_session(resolve_model_path(config.embed_model), config.threads, config.onnx_providers)
         self.input_name = self.session.get_inputs()[0].name
 
     def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:

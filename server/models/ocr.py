@@ -6,9 +6,9 @@ does the half it is good at. Everything is loaded from installed packages; nothi
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,34 +16,40 @@ import cv2
 import numpy as np
 import rapidocr
 import tesserocr
-from rapidocr import RapidOCR
 
-from server.config import ModelSettings
+# rapidocr's own DB post-processing, matched to its detector. Its RapidOCR wrapper is not used: it re-sorts boxes
+# without their scores and only resizes by a min- or max-side limit.
+from rapidocr.ch_ppocr_det.utils import DBPostProcess
 
-log = logging.getLogger(__name__)
+from server.config import ModelSettings, Settings
+from server.models.onnx_session import open_session
 
-_DET_MODEL = "PP-OCRv6_det_small.onnx"  # the detector rapidocr 3.10 ships in its wheel
+_DET_MODEL = "PP-OCRv6_det_small.onnx"  # the detector rapidocr 3.10 ships inside its wheel
 _TESSDATA_DIRS = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata")
 
-_DET_LIMIT_TYPE = "max"
-_DET_LIMIT_SIDE = 960
-_TARGET_TEXT_H = 40  # tesseract's LSTM reads best at roughly 32-48 px line height
-_MAX_CROP_H = 96  # taller crops are shrunk: no accuracy gain, only time
-_MIN_BOX_H = 6  # below this even upscaled glyphs are mush
-_MIN_CONFIDENCE = 45.0  # tesseract mean word confidence (0..100); garbage from textures sits lower
+# The detector runs with the long side at this size, up or down: small photos' captions need the upscale to be
+# found at all, and 2048 px frames cost 4x the time for no more lines.
+_DET_SIDE = 960
+_DET_MAX_UPSCALE = 3.0  # thumbnails: beyond this the detector sees only blur
+_DET_MIN_SCORE = 0.5  # mean text probability inside a box (rapidocr's box_thresh)
+
+_TARGET_BOX_H = 48  # detected boxes carry ~40% margin, so this puts glyphs near tesseract's ~32 px sweet spot
+_MAX_BOX_H = 96  # taller crops are shrunk: no accuracy gain, only time
+_MIN_BOX_H = 8  # below this even upscaled glyphs are mush
+_MIN_CONFIDENCE = 50.0  # tesseract mean word confidence (0..100); textures misread as text score lower
 _SURE_CONFIDENCE = 85.0  # a read this confident is kept without trying other binarisations
-_MIN_DET_SCORE = 0.5
+_CHAR_BLACKLIST = "®©™§¶|"  # rare in captions, common as misreads of O, C, I and l in outlined text
 
 
 @dataclass(frozen=True)
 class OcrLine:
     text: str
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels of the input image
-    confidence: float  # 0..1
+    confidence: float  # 0..1: tesseract's word confidence times the detector's score
 
 
-def _det_model_path() -> Path:
-    """The detector ONNX file inside the installed rapidocr package (never its download path)."""
+def det_model_path() -> Path:
+    """The detector ONNX file inside the installed rapidocr package (never its download location)."""
     models = Path(rapidocr.__file__).resolve().parent / "models"
     preferred = models / _DET_MODEL
     if preferred.is_file():
@@ -54,58 +60,51 @@ def _det_model_path() -> Path:
     return found[0]
 
 
-def _tessdata_dir() -> Path:
-    """TESSDATA_PREFIX if set (either the tessdata folder or its parent), else the Debian locations."""
+def tessdata_dir() -> Path:
+    """TESSDATA_PREFIX if set (the tessdata folder itself or its parent), else the Debian locations."""
     candidates: list[Path] = []
     env = os.environ.get("TESSDATA_PREFIX")
     if env:
         candidates += [Path(env), Path(env) / "tessdata"]
     candidates += [Path(d) for d in _TESSDATA_DIRS]
-    for d in candidates:
-        if any(d.glob("*.traineddata")):
-            return d
+    for folder in candidates:
+        if folder.is_dir() and any(folder.glob("*.traineddata")):
+            return folder
     raise RuntimeError(
-        "no tessdata found (looked in " + ", ".join(map(str, candidates)) + "); install tesseract-ocr-kor"
+        f"no tessdata found in {', '.join(map(str, candidates))}: install tesseract-ocr-kor or set TESSDATA_PREFIX"
     )
 
 
 class OcrModel:
     """frames uint8 [F,H,W,3] RGB -> {"ocr_text": object [F] of UTF-8 bytes, lines joined by "\\n"}."""
 
-    def __init__(self, settings: ModelSettings) -> None:
-        self.max_lines = settings.ocr_max_lines
-        threads = settings.threads if settings.threads > 0 else -1  # rapidocr's "one per core"
-        self._det = RapidOCR(
-            params={
-                "Global.use_cls": False,
-                "Global.use_rec": False,
-                "Global.log_level": "error",
-                "Det.model_path": str(_det_model_path()),  # explicit path: rapidocr never tries a download
-                "Det.limit_type": _DET_LIMIT_TYPE,
-                "Det.limit_side_len": _DET_LIMIT_SIDE,
-                "EngineConfig.onnxruntime.intra_op_num_threads": threads,
-                "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-            }
+    def __init__(self, settings: ModelSettings | Settings) -> None:
+        # load_model() hands every model the whole Settings; accept the model part alone too.
+        config = settings.models if isinstance(settings, Settings) else settings
+        self.max_lines = config.ocr_max_lines
+
+        self._det = open_session(det_model_path(), config.threads)
+        self._det_input = self._det.get_inputs()[0].name
+        self._db = DBPostProcess(
+            thresh=0.3, box_thresh=_DET_MIN_SCORE, max_candidates=1000, unclip_ratio=1.6, use_dilation=True
         )
 
-        tessdata = _tessdata_dir()
-        langs = [lang for lang in settings.ocr_languages.split("+") if lang]
+        tessdata = tessdata_dir()
+        langs = [lang for lang in config.ocr_languages.split("+") if lang]
         missing = [lang for lang in langs if not (tessdata / f"{lang}.traineddata").is_file()]
-        if missing:
+        if not langs or missing:
             raise RuntimeError(
-                f"tesseract traineddata missing for {missing} in {tessdata}; "
-                "install tesseract-ocr-kor / tesseract-ocr-eng (or set TESSDATA_PREFIX)"
+                f"tesseract traineddata for {missing or config.ocr_languages!r} not in {tessdata}: "
+                "install tesseract-ocr-kor / tesseract-ocr-eng or set TESSDATA_PREFIX"
             )
-        # Tesseract wants the folder path with a trailing separator on some builds.
         self._tess = tesserocr.PyTessBaseAPI(
-            path=str(tessdata) + os.sep,
+            path=str(tessdata) + os.sep,  # some tesseract builds join file names onto it verbatim
             lang="+".join(langs),
             psm=tesserocr.PSM.SINGLE_LINE,
             oem=tesserocr.OEM.LSTM_ONLY,
         )
-        self._tess_lock = threading.Lock()  # one TessBaseAPI is not thread-safe
-        # Warm the detector so the first request does not pay ONNX Runtime's session start.
-        self._detect(np.zeros((32, 32, 3), np.uint8))
+        self._tess.SetVariable("tessedit_char_blacklist", _CHAR_BLACKLIST)
+        self._tess_lock = threading.Lock()  # a TessBaseAPI holds per-image state: one caller at a time
 
     def close(self) -> None:
         with self._tess_lock:
@@ -121,126 +120,118 @@ class OcrModel:
 
     def read_lines(self, image: np.ndarray) -> list[OcrLine]:
         """Text lines of one RGB image in reading order, at most `ocr_max_lines` (the largest kept)."""
-        if image.ndim != 3 or min(image.shape[:2]) < 4:
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < _MIN_BOX_H:
             return []
-        boxes, scores = self._detect(image)
-        if not boxes:
-            return []
-        # Largest lines first: when capped, headline captions matter more than fine print.
-        order = sorted(range(len(boxes)), key=lambda i: -_quad_area(boxes[i]))[: self.max_lines]
+        quads, scores = self.detect(image)
+        # Largest first: when capped, captions and headlines matter more than fine print.
+        order = sorted(range(len(quads)), key=lambda i: -cv2.contourArea(quads[i]))[: self.max_lines]
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         lines: list[OcrLine] = []
         for i in order:
-            crop = _line_crop(gray, boxes[i])
+            crop = _line_crop(gray, quads[i])
             if crop is None:
                 continue
             text, conf = self._read_best(crop)
-            if not text or conf < _MIN_CONFIDENCE or not any(c.isalnum() for c in text):
+            if conf < _MIN_CONFIDENCE or sum(c.isalnum() for c in text) < 2:
                 continue
-            x0, y0 = boxes[i].min(axis=0)
-            x1, y1 = boxes[i].max(axis=0)
+            x0, y0 = np.floor(quads[i].min(axis=0)).astype(int)
+            x1, y1 = np.ceil(quads[i].max(axis=0)).astype(int)
             lines.append(OcrLine(text, (int(x0), int(y0), int(x1), int(y1)), conf / 100.0 * scores[i]))
         return _reading_order(lines)
 
-    def _detect(self, image: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
-        # PaddleOCR models were trained on OpenCV's BGR; rapidocr passes ndarrays through unchanged.
-        res = self._det(np.ascontiguousarray(image[..., ::-1]))
-        boxes = getattr(res, "boxes", None)
-        scores = getattr(res, "scores", None)
-        if boxes is None or scores is None or len(boxes) == 0:
-            return [], []
-        keep = [i for i, s in enumerate(scores) if s >= _MIN_DET_SCORE]
-        return [np.asarray(boxes[i], np.float32) for i in keep], [float(scores[i]) for i in keep]
+    def detect(self, image: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+        """Text-line quadrilaterals (tl, tr, br, bl; float32 [4,2] in image pixels) and detector scores."""
+        h, w = image.shape[:2]
+        scale = min(_DET_SIDE / max(h, w), _DET_MAX_UPSCALE)
+        # The network downsamples by 32.
+        dh, dw = (max(32, round(side * scale / 32) * 32) for side in (h, w))
+        resized = cv2.resize(image, (dw, dh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        # PaddleOCR trained on OpenCV's BGR; normalised to [-1, 1].
+        blob = (resized[..., ::-1].astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
+        prob = self._det.run(None, {self._det_input: np.ascontiguousarray(blob)})[0]
+        boxes, scores = self._db(prob, (h, w))
+        return [np.asarray(b, np.float32) for b in boxes], [float(s) for s in scores]
 
     def _read_best(self, crop: np.ndarray) -> tuple[str, float]:
         """Read a line crop, trying cleaner binarisations only when the plain greyscale read is unsure.
 
-        Text over photos (white fill, dark outline) defeats tesseract's global Otsu; masks of the bright or dark
-        extremes with background blobs removed read it cleanly. The most confident variant wins.
+        Light text with a dark outline over a photo defeats tesseract's global Otsu threshold; masks of the
+        bright or dark extremes, with background blobs removed, read cleanly. The most confident variant wins.
         """
         best = self._read(_pad(crop, replicate=True))
-        if best[1] >= _SURE_CONFIDENCE:
-            return best
         for variant in _binarised(crop):
+            if best[1] >= _SURE_CONFIDENCE:
+                break
             got = self._read(variant)
             if got[1] > best[1]:
                 best = got
-                if best[1] >= _SURE_CONFIDENCE:
-                    break
         return best
 
     def _read(self, crop: np.ndarray) -> tuple[str, float]:
         h, w = crop.shape
-        data = np.ascontiguousarray(crop).tobytes()  # tesseract does not copy: keep it alive until read
+        data = np.ascontiguousarray(crop).tobytes()  # tesseract keeps a pointer, not a copy: hold it till read
         with self._tess_lock:
             self._tess.SetImageBytes(data, w, h, 1, w)
-            self._tess.SetSourceResolution(300)  # line crops have no DPI; avoids tesseract's estimate warning
-            text = self._tess.GetUTF8Text()
+            self._tess.SetSourceResolution(300)  # crops carry no DPI; this stops tesseract guessing (and warning)
+            text = " ".join(self._tess.GetUTF8Text().split())
             conf = float(self._tess.MeanTextConf())
-        text = " ".join(text.split())
         return (text, conf) if text else ("", 0.0)
 
 
-def _quad_area(quad: np.ndarray) -> float:
-    return float(cv2.contourArea(quad.astype(np.float32)))
-
-
 def _line_crop(gray: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
-    """Perspective-rectified crop of one detected quadrilateral (tl, tr, br, bl), scaled for tesseract."""
-    quad = quad.astype(np.float32)
-    w = int(round(max(np.linalg.norm(quad[0] - quad[1]), np.linalg.norm(quad[3] - quad[2]))))
-    h = int(round(max(np.linalg.norm(quad[0] - quad[3]), np.linalg.norm(quad[1] - quad[2]))))
-    if h < _MIN_BOX_H or w < _MIN_BOX_H:
+    """Perspective-rectified crop of one detected quadrilateral, scaled to a height tesseract reads well."""
+    w = max(np.linalg.norm(quad[0] - quad[1]), np.linalg.norm(quad[3] - quad[2]))
+    h = max(np.linalg.norm(quad[0] - quad[3]), np.linalg.norm(quad[1] - quad[2]))
+    if min(h, w) < _MIN_BOX_H:
         return None
-    # Scale once inside the warp (cheaper and sharper than warp-then-resize).
-    scale = _TARGET_TEXT_H / h if h < _TARGET_TEXT_H else min(1.0, _MAX_CROP_H / h)
+    # Scale inside the warp: one interpolation instead of two.
+    scale = _TARGET_BOX_H / h if h < _TARGET_BOX_H else min(1.0, _MAX_BOX_H / h)
     cw, ch = max(1, round(w * scale)), max(1, round(h * scale))
-    dst = np.array([[0, 0], [cw, 0], [cw, ch], [0, ch]], np.float32)
-    m = cv2.getPerspectiveTransform(quad, dst)
-    crop = cv2.warpPerspective(gray, m, (cw, ch), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    target = np.array([[0, 0], [cw, 0], [cw, ch], [0, ch]], np.float32)
+    matrix = cv2.getPerspectiveTransform(quad.astype(np.float32), target)
+    crop = cv2.warpPerspective(gray, matrix, (cw, ch), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     if ch >= 1.5 * cw:
         crop = np.ascontiguousarray(np.rot90(crop))  # a tall box is vertical text: read it sideways, as rapidocr does
     return crop
 
 
-def _pad(img: np.ndarray, replicate: bool) -> np.ndarray:
-    """Margin: tesseract drops glyphs that touch the image edge."""
-    pad = max(4, img.shape[0] // 6)
+def _pad(image: np.ndarray, replicate: bool) -> np.ndarray:
+    """A margin: tesseract drops glyphs that touch the image edge."""
+    pad = max(4, image.shape[0] // 6)
     if replicate:
-        return cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    return cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=255)
+        return cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    return cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=255)
 
 
-def _binarised(crop: np.ndarray) -> list[np.ndarray]:
-    """Black-on-white masks of the likely glyph pixels: Otsu's bright side, its dark side, and the extremes
-    (the white fill or black fill of outlined captions). Components touching the crop edge are background:
-    the detector's box leaves a margin around real glyphs."""
-    otsu, _ = cv2.threshold(crop, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+def _binarised(crop: np.ndarray) -> Iterator[np.ndarray]:
+    """Black-on-white masks of the likely glyph pixels, most useful first: the extremes (the white or black fill
+    of outlined captions), then either side of Otsu's threshold."""
     lo, hi = np.percentile(crop, (10, 90))
-    masks = [crop > otsu, crop <= otsu, crop >= min(hi, 230), crop <= max(lo, 25)]
-    return [_pad(_drop_edge_components(m), replicate=False) for m in masks]
+    otsu, _ = cv2.threshold(crop, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    for mask in (crop >= min(hi, 230), crop <= max(lo, 25), crop > otsu, crop <= otsu):
+        yield _pad(_drop_edge_components(mask), replicate=False)
 
 
 def _drop_edge_components(mask: np.ndarray) -> np.ndarray:
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    """Glyphs become black on white; blobs touching the crop edge are background (the detector's box leaves a
+    margin around real glyphs)."""
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     h, w = mask.shape
     x, y, cw, ch = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
     keep = (x > 0) & (y > 0) & (x + cw < w) & (y + ch < h)
-    keep[0] = False  # label 0 is the unselected pixels
+    keep[0] = False  # label 0 is everything outside the mask
     return np.where(keep[labels], 0, 255).astype(np.uint8)
 
 
 def _reading_order(lines: list[OcrLine]) -> list[OcrLine]:
-    """Top-to-bottom, then left-to-right within a row (lines whose centres are within half a line height)."""
-    if not lines:
-        return lines
-    by_y = sorted(lines, key=lambda ln: (ln.box[1] + ln.box[3]) / 2)
-    rows: list[list[OcrLine]] = [[by_y[0]]]
-    for ln in by_y[1:]:
-        prev = rows[-1][0]
-        tol = 0.5 * min(prev.box[3] - prev.box[1], ln.box[3] - ln.box[1])
-        if abs((ln.box[1] + ln.box[3]) / 2 - (prev.box[1] + prev.box[3]) / 2) <= tol:
-            rows[-1].append(ln)
-        else:
-            rows.append([ln])
-    return [ln for row in rows for ln in sorted(row, key=lambda ln: ln.box[0])]
+    """Top to bottom; left to right within a row (lines whose vertical centres lie within half a line height)."""
+    rows: list[list[OcrLine]] = []
+    for line in sorted(lines, key=lambda ln: ln.box[1] + ln.box[3]):
+        if rows:
+            first = rows[-1][0]
+            tolerance = 0.5 * min(first.box[3] - first.box[1], line.box[3] - line.box[1])
+            if abs((line.box[1] + line.box[3]) - (first.box[1] + first.box[3])) / 2 <= tolerance:
+                rows[-1].append(line)
+                continue
+        rows.append([line])
+    return [line for row in rows for line in sorted(row, key=lambda ln: ln.box[0])]

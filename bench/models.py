@@ -1,0 +1,115 @@
+"""Per-model latency and end-to-end images/s of the feature ensemble on this machine.
+
+    .venv/bin/python -m bench.models [--images 40] [--triton]
+
+Prints a Markdown table to paste into bench/RESULTS.md. With --triton it also starts the bundled Triton
+server on model_repo/ and measures the same requests over gRPC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from bench.transforms import CORPUS, encode, load
+from server.config import Settings
+from server.inference import Inference
+from server.inference.inprocess import InProcessInference
+
+
+def timed(run: Callable[[], object], repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def per_model(inference: InProcessInference, frames: list[np.ndarray]) -> list[tuple[str, float, float]]:
+    """(model, median ms per image, p90 ms per image), each model called alone on one frame at a time."""
+    rows = []
+    for name in ("pdq", "image_embed", "face_detect", "face_embed", "age_head", "ocr"):
+        spec = inference.specs[name]
+        times = []
+        for frame in frames:
+            batch = frame[None]
+            inputs = {"frames": batch}
+            if "face_frame" in spec.inputs:  # face models run on the detector's faces
+                detected = inference.infer("face_detect", inputs, ["face_boxes", "face_landmarks", "face_frame"])
+                inputs |= detected
+            outputs = list(spec.outputs)
+            inference.infer(name, inputs, outputs)  # warm: first call loads the model
+            times += timed(lambda name=name, inputs=inputs, outputs=outputs: inference.infer(name, inputs, outputs), 1)
+        rows.append((name, statistics.median(times), float(np.percentile(times, 90))))
+    return rows
+
+
+def end_to_end(inference: Inference, blobs: list[bytes], families: frozenset[str]) -> tuple[float, float]:
+    """(images per second, median ms) through media_features: decode + sample + the asked models."""
+    inference.media_features(blobs[0], families)
+    started = time.perf_counter()
+    times = [timed(lambda blob=blob: inference.media_features(blob, families), 1)[0] for blob in blobs]
+    return len(blobs) / (time.perf_counter() - started), statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--triton", action="store_true")
+    args = parser.parse_args()
+    paths = sorted((CORPUS / "images").glob("*.jpg"))[:: max(1, 266 // args.images)][: args.images]
+    images = [load(p) for p in paths]
+    frames = [np.asarray(i) for i in images]
+    blobs = [encode(i, "JPEG", 90) for i in images]
+    video = (CORPUS / "videos" / "vid_001.mp4").read_bytes()
+    print(f"machine: {machine()}; {len(images)} corpus images, median size "
+          f"{int(statistics.median(i.width for i in images))}x{int(statistics.median(i.height for i in images))}\n")
+    inference = InProcessInference(Settings())
+    print("| model (in-process) | median ms/image | p90 ms/image |\n|---|---|---|")
+    for name, median, p90 in per_model(inference, frames):
+        print(f"| {name} | {median:.1f} | {p90:.1f} |")
+    suites = {
+        "pdq + embedding + faces (the Match set)": frozenset({"pdq", "embedding", "faces"}),
+        "pdq only": frozenset({"pdq"}),
+        "everything (+ age, OCR)": frozenset({"pdq", "embedding", "faces", "age", "ocr"}),
+    }
+    backends: list[tuple[str, Inference]] = [("in-process", inference)]
+    launcher = None
+    if args.triton:
+        from server.inference.triton import TritonInference
+        from server.triton_launcher import start_triton
+
+        repo_root = Path(__file__).resolve().parent.parent
+        launcher = start_triton(repo_root / "model_repo", extra_pythonpath=[repo_root])
+        server = launcher.__enter__()
+        backends.append(("Triton (CPU, python backend, gRPC)", TritonInference(server.grpc_url)))
+    print("\n| backend | features | images/s | median ms/image |\n|---|---|---|---|")
+    for backend, engine in backends:
+        for label, families in suites.items():
+            rate, median = end_to_end(engine, blobs, families)
+            print(f"| {backend} | {label} | {rate:.1f} | {median:.0f} |")
+        started = time.perf_counter()
+        media = engine.media_features(video, frozenset({"pdq", "embedding", "faces"}))
+        seconds = time.perf_counter() - started
+        print(f"| {backend} | video vid_001 (79.5 s, 640x480), Match set | {len(media.frames) / seconds:.1f} frames/s "
+              f"| {seconds * 1000:.0f} ms total |")
+    if launcher is not None:
+        launcher.__exit__(None, None, None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""model_repo/ is what both Triton and the in-process runner execute: check that it holds together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.model_repo import DEFAULT_REPOSITORY, load_repository, load_spec
+from server.models import MODEL_CLASSES
+
+SPECS = load_repository(DEFAULT_REPOSITORY)
+
+
+def test_every_role_has_a_config_and_a_python_entry():
+    assert set(MODEL_CLASSES) <= set(SPECS)
+    for role in MODEL_CLASSES:
+        entry = DEFAULT_REPOSITORY / role / "1" / "model.py"
+        assert "TritonPythonModel" in entry.read_text()
+
+
+@pytest.mark.parametrize("ensemble", ["frame_features", "media_features"])
+def test_ensemble_steps_wire_declared_tensors(ensemble):
+    spec = SPECS[ensemble]
+    available = set(spec.inputs)
+    for step in spec.steps:
+        model = SPECS[step.model]
+        assert set(step.input_map) == set(model.inputs), step.model
+        assert set(step.output_map) <= set(model.outputs), step.model
+        assert set(step.input_map.values()) <= available, f"{step.model} reads a tensor not produced before it"
+        for model_output, tensor in step.output_map.items():
+            if tensor in spec.outputs:  # the ensemble re-declares it: types must agree
+                assert spec.outputs[tensor].data_type == model.outputs[model_output].data_type
+        available |= set(step.output_map.values())
+    assert set(spec.outputs) <= available
+
+
+VARIANTS = sorted(DEFAULT_REPOSITORY.glob("*/configs/*.pbtxt"))
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda p: p.parent.parent.name)
+def test_production_variants_keep_the_tensor_contract(variant: Path):
+    production = load_spec(variant)
+    default = SPECS[variant.parent.parent.name]
+    assert production.name == default.name
+    assert production.inputs == default.inputs and production.outputs == default.outputs
