@@ -14,6 +14,8 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from server.errors import InvalidInput
+
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repo"
 
 # Triton config type -> (numpy dtype, Triton wire datatype)
@@ -64,6 +66,19 @@ class ModelSpec:
     @property
     def is_ensemble(self) -> bool:
         return bool(self.steps)
+
+    def check_inputs(self, inputs: dict[str, np.ndarray]) -> None:
+        """Refuse, as InvalidInput, tensors that do not fit the declared inputs (both backends call this)."""
+        missing = set(self.inputs) - set(inputs)
+        if missing:
+            raise InvalidInput(f"{self.name} needs inputs {sorted(missing)}")
+        for name, tensor_spec in self.inputs.items():
+            array = inputs[name]
+            if not tensor_spec.fits(array):
+                raise InvalidInput(
+                    f"{self.name} input {name!r} must be {tensor_spec.data_type} with dims {list(tensor_spec.dims)}, "
+                    f"got {array.dtype} {list(array.shape)}"
+                )
 
 
 def _tensors(entries: object) -> dict[str, TensorSpec]:

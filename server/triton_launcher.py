@@ -67,16 +67,16 @@ _PTH_PYTHONPATH = (
 # gRPC honours http(s)_proxy; readiness probes go to loopback and must never be proxied.
 _PROBE_CHANNEL_ARGS = [("grpc.enable_http_proxy", 0)]
 
-# "E1121 19:08:01.394867 4332 server.cc:241] ..." (glog error level), "error: creating server: ...", loader
-# failures printed by the dynamic linker or by the stubs.
-# Output after which the server never becomes ready but does not exit either.
+# Output after which the server never becomes ready but does not exit either (a stub that cannot start).
 _FATAL_OUTPUT = (b"error while loading shared libraries",)
+# Log lines worth quoting when startup fails: "E1121 19:08:01.394867 4332 server.cc:241] ..." (glog error
+# level), "error: creating server: ...", and failures printed by the dynamic linker or by the stubs.
 _HARMLESS = ("CudaDriverHelper has not been initialized", "unable to create stream for")  # no GPU: expected
 _ERROR_LINE = re.compile(r"^(E\d{4} |error:|.*(error while loading|failed to load|Traceback|Error:))")
 
 
 class TritonStartupError(RuntimeError):
-    """tritonserver exited or did not become ready; the message ends with the tail of its log."""
+    """tritonserver exited or did not become ready; the message quotes its log's errors and tail."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ import io
 import re
 import struct
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from server.errors import (
     UnsupportedMedia,
 )
 from server.media import DecodedMedia, decode_media, sniff_format
+from tests.media_samples import png_bomb, png_chunk
 
 CORPUS = Path("/work/shared/corpus/dev")
 IMAGE = CORPUS / "images" / "img_0243.jpg"
@@ -351,18 +351,8 @@ def test_display_rotation_is_applied():
 # ------------------------------------------------------------------------------------------------ bad input
 
 
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
 def test_png_bomb_header_is_refused_before_decoding():
-    ihdr = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
-    data = (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", ihdr)
-        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + png_chunk(b"IEND", b"")
-    )
+    data = png_bomb(50_000, 50_000)
     start = time.monotonic()
     assert isinstance(quick_error(data), MediaTooLarge)
     assert time.monotonic() - start < 0.5

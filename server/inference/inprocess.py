@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from server.config import Settings
-from server.errors import InvalidInput
 from server.inference import Inference
 from server.model_repo import ModelSpec, load_repository
 from server.models import Model, load_model
@@ -34,7 +33,7 @@ class InProcessInference(Inference):
         unknown = set(outputs) - set(spec.outputs)
         if unknown:
             raise ValueError(f"{model} has no outputs {sorted(unknown)}")
-        self._check_inputs(spec, inputs)
+        spec.check_inputs(inputs)
         if spec.is_ensemble:
             return self._run_ensemble(spec, inputs, outputs)
         with self._locks[model]:
@@ -49,19 +48,6 @@ class InProcessInference(Inference):
         if model not in self.specs:
             raise ValueError(f"unknown model {model!r}; the repository has {sorted(self.specs)}")
         return self.specs[model]
-
-    @staticmethod
-    def _check_inputs(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> None:
-        missing = set(spec.inputs) - set(inputs)
-        if missing:
-            raise InvalidInput(f"{spec.name} needs inputs {sorted(missing)}")
-        for name, tensor_spec in spec.inputs.items():
-            array = inputs[name]
-            if not tensor_spec.fits(array):
-                raise InvalidInput(
-                    f"{spec.name} input {name!r} must be {tensor_spec.data_type} with dims {list(tensor_spec.dims)}, "
-                    f"got {array.dtype} {list(array.shape)}"
-                )
 
     def _run_ensemble(
         self, spec: ModelSpec, inputs: dict[str, np.ndarray], outputs: list[str]

@@ -27,6 +27,7 @@ class TritonInference(Inference):
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         spec = self.specs[model]
+        spec.check_inputs(inputs)  # a shape error is the caller's, not the server's: same InvalidInput as in-process
         request_inputs = []
         for name, array in inputs.items():
             wire = grpcclient.InferInput(name, list(array.shape), spec.inputs[name].wire_type)

@@ -1,0 +1,96 @@
+"""The real Triton server (bundled in nvidia-pytriton, CPU) on our model_repo/ gives the in-process results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import transforms as tf
+from server.errors import CorruptMedia, InvalidInput, MediaTooLarge, UnsupportedMedia
+from server.features import ALL_FAMILIES, MediaFeatures
+from server.inference import Inference
+from server.inference.triton import TritonInference
+from server.model_repo import DEFAULT_REPOSITORY
+from server.triton_launcher import start_triton
+from tests.conftest import ASTRONAUT
+from tests.media_samples import png_bomb
+
+pytestmark = pytest.mark.triton
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory) -> Iterator[TritonInference]:
+    log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
+    with start_triton(DEFAULT_REPOSITORY, extra_pythonpath=[REPO_ROOT], log_path=log) as server:
+        engine = TritonInference(server.grpc_url)
+        yield engine
+        engine.close()
+
+
+def assert_same(a: MediaFeatures, b: MediaFeatures) -> None:
+    assert a.frame_size == b.frame_size and a.duration_s == pytest.approx(b.duration_s)
+    assert len(a.frames) == len(b.frames)
+    for fa, fb in zip(a.frames, b.frames, strict=True):
+        assert fa.timestamp == pytest.approx(fb.timestamp) and fa.scene_cut == fb.scene_cut
+        assert fa.pdq_hash == fb.pdq_hash and fa.pdq_dihedral == fb.pdq_dihedral and fa.pdq_quality == fb.pdq_quality
+        assert len(fa.regions) == len(fb.regions)
+        for ra, rb in zip(fa.regions, fb.regions, strict=True):
+            assert ra.box == pytest.approx(rb.box)
+            np.testing.assert_allclose(ra.embedding, rb.embedding, atol=1e-4)
+        assert len(fa.faces) == len(fb.faces)
+        for face_a, face_b in zip(fa.faces, fb.faces, strict=True):
+            assert face_a.box == pytest.approx(face_b.box)
+            np.testing.assert_allclose(face_a.embedding, face_b.embedding, atol=1e-4)
+            assert face_a.age_mean == pytest.approx(face_b.age_mean, abs=1e-3)
+            assert face_a.age_p_under19 == pytest.approx(face_b.age_p_under19, abs=1e-4)
+        assert fa.ocr_text == fb.ocr_text
+
+
+def caption_image(corpus: Path) -> bytes:
+    image = tf.load(corpus / "images" / "img_0010.jpg")
+    return tf.encode(tf.text_overlay(image, "피해자 지원 센터 TAKEDOWN"), "PNG")
+
+
+def test_media_ensemble_matches_in_process(triton: TritonInference, inference: Inference, corpus: Path):
+    samples = [
+        (corpus / "images" / ASTRONAUT).read_bytes(),
+        caption_image(corpus),
+        (corpus / "videos" / "vid_004.mp4").read_bytes(),
+    ]
+    for data in samples:
+        remote = triton.media_features(data, ALL_FAMILIES)
+        assert remote.frames
+        assert_same(remote, inference.media_features(data, ALL_FAMILIES))
+    astronaut = triton.media_features(samples[0], ALL_FAMILIES)
+    assert astronaut.frames[0].faces and astronaut.frames[0].faces[0].age_mean is not None
+
+
+def test_frame_ensemble_matches_in_process(triton: TritonInference, inference: Inference, corpus: Path):
+    frames = np.stack([np.asarray(tf.load(corpus / "images" / name)) for name in ("img_0000.jpg", "img_0001.jpg")])
+    families = frozenset({"pdq", "embedding", "faces"})
+    assert_same(triton.frame_features(frames, families=families), inference.frame_features(frames, families=families))
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", (CorruptMedia, UnsupportedMedia)),
+        (bytes(range(256)) * 64, (UnsupportedMedia,)),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 200, (CorruptMedia,)),
+    ],
+    ids=["empty", "random", "truncated-jpeg"],
+)
+def test_bad_media_raises_the_same_typed_error_through_triton(triton: TritonInference, data: bytes, error):
+    with pytest.raises(error):
+        triton.media_features(data)
+
+
+def test_limits_and_bad_tensors_come_back_typed(triton: TritonInference):
+    with pytest.raises(MediaTooLarge):
+        triton.media_features(png_bomb(50_000, 50_000))
+    with pytest.raises(InvalidInput, match="frames"):
+        triton.frame_features(np.zeros((1, 8, 8, 4), np.uint8))
