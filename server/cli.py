@@ -14,6 +14,7 @@ from server.config import load_settings
 from server.errors import MediaError
 from server.features import ALL_FAMILIES, MediaFeatures
 from server.inference import make_inference
+from server.model_repo import DEFAULT_REPOSITORY
 
 
 def summarise(features: MediaFeatures) -> dict[str, Any]:
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     features.add_argument("--triton-url", help="use a Triton server (host:grpc_port) instead of in-process models")
     features.set_defaults(run=features_command)
     triton = commands.add_parser("triton", help="run the bundled Triton server (CPU) on model_repo/")
-    triton.add_argument("--model-repository", type=Path, default=Path(__file__).resolve().parent.parent / "model_repo")
+    triton.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY)
     triton.set_defaults(run=triton_command)
     args = parser.parse_args(argv)
     return int(args.run(args))

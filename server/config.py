@@ -55,23 +55,25 @@ class Settings:
     triton_url: str = "127.0.0.1:8001"
 
 
+def _typed(cls: type[T], strings: dict[str, str]) -> dict[str, Any]:
+    """Field values of dataclass `cls` from strings, each converted to its field's default's type."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(strings) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+    return {name: type(fields[name].default)(value) for name, value in strings.items()}
+
+
 def _from_env(cls: type[T], prefix: str) -> T:
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        raw = os.environ.get(f"{prefix}{f.name.upper()}")
-        if raw is not None:
-            values[f.name] = type(f.default)(raw) if f.default is not dataclasses.MISSING else raw
-    return cls(**values)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    strings = {n: os.environ[f"{prefix}{n.upper()}"] for n in names if f"{prefix}{n.upper()}" in os.environ}
+    return cls(**_typed(cls, strings))
 
 
 def with_model_overrides(settings: Settings, overrides: dict[str, str]) -> Settings:
     """Settings with some ModelSettings fields replaced from strings (e.g. a Triton config's parameters)."""
-    fields = {f.name: f for f in dataclasses.fields(ModelSettings)}
-    unknown = set(overrides) - set(fields)
-    if unknown:
-        raise ValueError(f"unknown model settings {sorted(unknown)}")
-    typed = {name: type(fields[name].default)(value) for name, value in overrides.items()}
-    return dataclasses.replace(settings, models=dataclasses.replace(settings.models, **typed))
+    models = dataclasses.replace(settings.models, **_typed(ModelSettings, overrides))
+    return dataclasses.replace(settings, models=models)
 
 
 def load_settings() -> Settings:

@@ -51,6 +51,8 @@ from typing import IO, Any
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from server.model_repo import DEFAULT_REPOSITORY
+
 LOGGER = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -511,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m server.triton_launcher",
         description="Run the tritonserver bundled in nvidia-pytriton on a model repository until Ctrl-C.",
     )
-    parser.add_argument("--model-repository", type=Path, default=REPO_ROOT / "model_repo")
+    parser.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--grpc-port", type=int, default=8001, help="0 picks a free port (default 8001)")
     parser.add_argument("--http-port", type=int, default=8000, help="0 picks a free port (default 8000)")
     parser.add_argument(
