@@ -1,0 +1,179 @@
+"""A searchable collection of media: references, sightings, or the negative bank.
+
+One FAISS index per signal, plus the frame time of every stored row (the segment of a video match needs the
+target's times). The database is the truth; a library is a cache of it that can be snapshotted to disk so a
+restart reads only what changed since the snapshot (`server.service` reconciles the two).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from server.config import MatchSettings
+from server.index import BinaryIndex, VectorIndex
+from server.signals import SIGNALS, Hits, Signal, SignalVectors
+
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class IndexStat:
+    collection: str
+    signal: str
+    vectors: int
+    owners: int
+    memory_bytes: int
+    device: str
+
+
+class Library:
+    def __init__(self, name: str, signals: dict[str, Signal] | None = None, use_gpu: bool | None = None) -> None:
+        self.name = name
+        self.signals = dict(SIGNALS if signals is None else signals)
+        self.use_gpu = use_gpu
+        self.indexes: dict[str, VectorIndex | BinaryIndex] = {
+            n: s.make_index(use_gpu) for n, s in self.signals.items()  # type: ignore[misc]
+        }
+        self._times: dict[str, dict[int, np.ndarray]] = {n: {} for n in self.signals}
+        self._owners: set[int] = set()
+        self._lock = threading.RLock()
+        self.changes = 0  # since the last snapshot
+
+    def add(self, owner: int, rows: dict[str, SignalVectors]) -> None:
+        """Add one owner's rows (all signals at once). Adding an owner twice is a no-op: the database decides
+        what exists, and reconciliation may offer the same owner again."""
+        with self._lock:
+            if owner in self._owners:
+                return
+            for name, vectors in rows.items():
+                if name in self.indexes and len(vectors):
+                    self.indexes[name].add(owner, vectors.vectors)
+                    self._times[name][owner] = np.asarray(vectors.timestamps, np.float32)
+            self._owners.add(owner)
+            self.changes += 1
+
+    def remove(self, owners: Iterable[int]) -> int:
+        with self._lock:
+            gone = set(owners) & self._owners
+            if gone:
+                for name, index in self.indexes.items():
+                    index.remove(gone)
+                    for owner in gone:
+                        self._times[name].pop(owner, None)
+                self._owners -= gone
+                self.changes += 1
+            return len(gone)
+
+    def owners(self) -> set[int]:
+        with self._lock:
+            return set(self._owners)
+
+    def __contains__(self, owner: int) -> bool:
+        return owner in self._owners
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+    def search(self, queries: dict[str, SignalVectors], thresholds: dict[str, float],
+               settings: MatchSettings) -> dict[str, Hits]:
+        """Hits per signal within each signal's threshold (the loosest any candidate case uses)."""
+        out = {}
+        for name, vectors in queries.items():
+            if name in self.indexes and name in thresholds:
+                out[name] = self.signals[name].search(self.indexes[name], vectors, thresholds[name], settings)
+        return out
+
+    def target_times(self, signal: str, owners: np.ndarray, locals_: np.ndarray) -> np.ndarray:
+        """Frame time of each stored row (0 for rows of owners removed since the search)."""
+        times = self._times[signal]
+        return np.array(
+            [times[o][i] if o in times and i < len(times[o]) else 0.0 for o, i in zip(owners.tolist(),
+                                                                                     locals_.tolist(), strict=True)],
+            np.float32,
+        )
+
+    def stats(self) -> list[IndexStat]:
+        with self._lock:
+            return [
+                IndexStat(self.name, name, len(index), len(self._times[name]), index.memory_bytes(),
+                          getattr(index, "device", "cpu"))
+                for name, index in self.indexes.items()
+            ]
+
+    # -- snapshots ------------------------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write a snapshot: files of a new generation first, then the manifest naming them (atomic replace),
+        then delete older generations. A crash at any point leaves the previous snapshot or the new one."""
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest_path = directory / f"{self.name}.json"
+        with self._lock:
+            generation = _read_manifest(manifest_path).get("generation", 0) + 1
+            prefix = f"{self.name}-{generation}"
+            files = {}
+            for name, index in self.indexes.items():
+                files[name] = f"{prefix}-{name}.faiss"
+                index.save(directory / files[name])
+            meta: dict[str, np.ndarray] = {"owners": np.array(sorted(self._owners), np.int64)}
+            for name, times in self._times.items():
+                owners = sorted(times)
+                meta[f"{name}_owners"] = np.array(owners, np.int64)
+                meta[f"{name}_counts"] = np.array([len(times[o]) for o in owners], np.int64)
+                meta[f"{name}_times"] = (np.concatenate([times[o] for o in owners]) if owners
+                                         else np.zeros(0, np.float32))
+            files["meta"] = f"{prefix}-meta.npz"
+            _atomic_write(directory / files["meta"], lambda f: np.savez(f, **meta))
+            manifest = {"version": SNAPSHOT_VERSION, "generation": generation, "files": files,
+                        "signals": sorted(self.indexes)}
+            _atomic_write(manifest_path, lambda f: f.write(json.dumps(manifest).encode()))
+            self.changes = 0
+        for old in directory.glob(f"{self.name}-*"):
+            if not old.name.startswith(prefix + "-"):
+                old.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, name: str, directory: Path, signals: dict[str, Signal] | None = None,
+             use_gpu: bool | None = None) -> Library | None:
+        """The snapshot in `directory`, or None when there is none or it cannot be read (then the caller
+        rebuilds from the database)."""
+        manifest = _read_manifest(directory / f"{name}.json")
+        library = cls(name, signals, use_gpu)
+        if manifest.get("version") != SNAPSHOT_VERSION or sorted(manifest.get("signals", [])) != sorted(
+                library.indexes):
+            return None
+        try:
+            files = manifest["files"]
+            for signal, index in library.indexes.items():
+                library.indexes[signal] = type(index).load(directory / files[signal], use_gpu=use_gpu)
+            with np.load(directory / files["meta"]) as meta:
+                library._owners = set(meta["owners"].tolist())
+                for signal in library.indexes:
+                    owners, counts = meta[f"{signal}_owners"], meta[f"{signal}_counts"]
+                    times = np.split(meta[f"{signal}_times"], np.cumsum(counts)[:-1]) if len(owners) else []
+                    library._times[signal] = dict(zip(owners.tolist(), times, strict=True))
+        except (OSError, KeyError, ValueError):
+            return None
+        return library
+
+
+def _read_manifest(path: Path) -> dict:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(path.read_text())
+    return {}
+
+
+def _atomic_write(path: Path, write: object) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:
+        write(handle)  # type: ignore[operator]
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)

@@ -1,0 +1,56 @@
+"""Face descriptors (dlib 128-d): the victim's face in content that is not a copy (other shots, deepfakes).
+
+Distances are Euclidean; dlib calls < 0.6 the same person, we default stricter (MatchSettings). Boxes are
+stored as fractions of the frame so they mean the same at any resolution.
+"""
+
+from __future__ import annotations
+
+from server.config import MatchSettings
+from server.features import MediaFeatures
+from server.index import VectorIndex
+from server.signals import Hits, SignalVectors
+from server.signals.embedding import knn_hits
+
+
+def face_box_fraction(box: tuple[float, ...], frame_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    height, width = frame_size
+    if not height or not width:
+        return (0.0, 0.0, 1.0, 1.0)
+    x0, y0, x1, y1 = box
+    return (x0 / width, y0 / height, x1 / width, y1 / height)
+
+
+class FaceSignal:
+    name = "face"
+    family = "faces"
+    dim = 128
+    binary = False
+    lower_is_closer = True
+
+    def reference_vectors(self, features: MediaFeatures, settings: MatchSettings) -> SignalVectors:
+        rows = [
+            (face.embedding, f.timestamp, face_box_fraction(face.box, features.frame_size), f.index)
+            for f in features.frames
+            for face in f.faces
+            if face.embedding is not None
+        ]
+        return SignalVectors.stack(rows, self.dim)
+
+    def query_vectors(self, features: MediaFeatures, settings: MatchSettings) -> SignalVectors:
+        return self.reference_vectors(features, settings)
+
+    def default_threshold(self, settings: MatchSettings) -> float:
+        return settings.face_max_distance
+
+    def make_index(self, use_gpu: bool | None = None) -> VectorIndex:
+        return VectorIndex(self.dim, metric="l2", use_gpu=use_gpu)
+
+    def search(self, index: object, queries: SignalVectors, threshold: float, settings: MatchSettings) -> Hits:
+        assert isinstance(index, VectorIndex)
+        if not len(queries) or not len(index):
+            return Hits.empty()
+        return knn_hits(index, queries.vectors, settings.face_k, lambda d: d <= threshold)
+
+    def passes(self, score: float, threshold: float) -> bool:
+        return score <= threshold

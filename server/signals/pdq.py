@@ -1,0 +1,63 @@
+"""PDQ: the cheap first stage. Exact for re-encodes, resizes, colour and text changes; blind to crops.
+
+Stored rows are each frame's hash; queries add the 7 flipped and rotated variants, so a mirrored copy is found
+without storing 8 hashes per reference. Hashes below PDQ's quality floor are skipped on both sides: flat frames
+(black title cards, blank pages) all hash alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from server.config import MatchSettings
+from server.features import MediaFeatures
+from server.index import BinaryIndex
+from server.models.pdq import PDQ_BYTES
+from server.signals import Hits, SignalVectors
+
+WHOLE_FRAME = (0.0, 0.0, 1.0, 1.0)
+
+
+class PdqSignal:
+    name = "pdq"
+    family = "pdq"
+    dim = PDQ_BYTES
+    binary = True
+    lower_is_closer = True
+
+    def _rows(self, features: MediaFeatures, settings: MatchSettings, variants: bool) -> SignalVectors:
+        rows = []
+        for frame in features.frames:
+            if frame.pdq_hash is None or (frame.pdq_quality or 0) < settings.pdq_min_quality:
+                continue
+            hashes = frame.pdq_dihedral if variants and frame.pdq_dihedral else (frame.pdq_hash,)
+            rows += [(np.frombuffer(h, np.uint8), frame.timestamp, WHOLE_FRAME, frame.index) for h in hashes]
+        return SignalVectors.stack(rows, PDQ_BYTES, np.uint8)
+
+    def reference_vectors(self, features: MediaFeatures, settings: MatchSettings) -> SignalVectors:
+        return self._rows(features, settings, variants=False)
+
+    def query_vectors(self, features: MediaFeatures, settings: MatchSettings) -> SignalVectors:
+        return self._rows(features, settings, variants=True)
+
+    def default_threshold(self, settings: MatchSettings) -> float:
+        return float(settings.pdq_max_distance)
+
+    def make_index(self, use_gpu: bool | None = None) -> BinaryIndex:
+        return BinaryIndex(use_gpu=use_gpu)
+
+    def search(self, index: object, queries: SignalVectors, threshold: float, settings: MatchSettings) -> Hits:
+        assert isinstance(index, BinaryIndex)
+        if not len(queries) or not len(index):
+            return Hits.empty()
+        rows, owners, locals_, distances = index.search(queries.vectors, max_distance=int(threshold))
+        return Hits(rows.astype(np.int64), owners, locals_, distances.astype(np.float32))
+
+    def passes(self, score: float, threshold: float) -> bool:
+        return score <= threshold
+
+
+def hashes_only_vectors(hashes: list[bytes]) -> SignalVectors:
+    """Rows for a reference given as PDQ hashes alone (hashed on the victim's device): no frames, no quality."""
+    rows = [(np.frombuffer(h, np.uint8), 0.0, WHOLE_FRAME, -1) for h in hashes]
+    return SignalVectors.stack(rows, PDQ_BYTES, np.uint8)
