@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from server.config import load_settings
+from server.config import Settings, load_settings
 from server.errors import MediaError
 from server.features import ALL_FAMILIES, MediaFeatures
 from server.inference import make_inference
@@ -71,6 +74,47 @@ def triton_command(args: argparse.Namespace) -> int:
     return triton_main(["--model-repository", str(args.model_repository)]) or 0
 
 
+def _service_settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings()
+    overrides = {k: v for k, v in (("listen", args.listen), ("data_dir", args.data_dir),
+                                   ("tls_cert", args.tls_cert), ("tls_key", args.tls_key)) if v}
+    if bool(overrides.get("tls_cert", settings.service.tls_cert)) != bool(
+            overrides.get("tls_key", settings.service.tls_key)):
+        raise SystemExit("TLS needs both --tls-cert and --tls-key")
+    return replace(settings, service=replace(settings.service, **overrides))
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from server.app import running_service
+
+    settings = _service_settings(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with running_service(settings, args.database_url) as running:
+        if running.store.token_count() == 0:  # a fresh install: one admin token, shown once
+            token = running.store.create_token("first-admin", "admin", actor="serve")
+            print(f"no API tokens yet; created an admin token (shown once, keep it safe): {token}", flush=True)
+        host = settings.service.listen.rsplit(":", 1)[0]
+        scheme = "TLS" if settings.service.tls_cert else "plaintext"
+        print(f"jiwoom serving jiwoom.v1.Matcher on {host}:{running.port} ({scheme}); Ctrl-C stops", flush=True)
+        stop.wait()
+        print("stopping", flush=True)
+    return 0
+
+
+def token_command(args: argparse.Namespace) -> int:
+    from server.app import database
+    from server.db import open_pool
+    from server.store import Store
+
+    settings = _service_settings(args)
+    with database(settings, args.database_url) as url, open_pool(url, max_size=1) as pool:
+        print(Store(pool).create_token(args.name, args.role, actor="cli"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jiwoom", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     triton = commands.add_parser("triton", help="run the bundled Triton server (CPU) on model_repo/")
     triton.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY)
     triton.set_defaults(run=triton_command)
+    for name, run, help_text in (("serve", serve_command, "run the gRPC matching service"),
+                                 ("token", token_command, "create an API token (printed once)")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--database-url", help="PostgreSQL conninfo (default $DATABASE_URL, else embedded)")
+        command.add_argument("--data-dir", help="embedded PostgreSQL and index snapshots (JIWOOM_SERVICE_DATA_DIR)")
+        command.add_argument("--listen", help="host:port (JIWOOM_SERVICE_LISTEN, default 127.0.0.1:50051)")
+        command.add_argument("--tls-cert", help="PEM certificate: with --tls-key, serve TLS")
+        command.add_argument("--tls-key", help="PEM private key")
+        command.set_defaults(run=run)
+        if name == "token":
+            command.add_argument("--role", required=True, choices=("crawler", "case_system", "officer", "admin"))
+            command.add_argument("--name", required=True, help="who or what holds the token (for the audit log)")
     args = parser.parse_args(argv)
     return int(args.run(args))
 

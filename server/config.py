@@ -48,9 +48,47 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class MatchSettings:
+    """Default thresholds (a case can override the first three) and the matcher's search breadth.
+
+    Chosen with bench/accuracy.py on the dev corpus; the figures are in bench/RESULTS.md."""
+
+    pdq_max_distance: int = 31  # Hamming, of 256 bits: the ThreatExchange/StopNCII convention
+    pdq_min_quality: int = 50  # PDQ hashes of flat, low-detail frames collide; below this they are not used
+    embedding_min_similarity: float = 0.6  # SSCD cosine, best pair of regions
+    face_max_distance: float = 0.5  # dlib descriptor L2; 0.6 is dlib's "same person" line, stricter here
+    embedding_k: int = 32  # neighbours per query region
+    face_k: int = 16
+    youth_p_under19: float = 0.5  # P(age < 19) from the age head at which a face is flagged for review
+    benign_embedding_min_similarity: float = 0.85  # near copies of negative-bank media (whole frames)
+    segment_max_gap_s: float = 5.0  # video: matched frames further apart than this start a new segment
+    segment_offset_tolerance_s: float = 2.0  # how far target-minus-query time may drift within one segment
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """The gRPC service. `DATABASE_URL` (not here) selects PostgreSQL; without it an embedded one starts in
+    `data_dir`/postgres."""
+
+    listen: str = "127.0.0.1:50051"
+    data_dir: str = "~/.local/share/jiwoom"  # embedded PostgreSQL and index snapshots
+    max_message_bytes: int = 64 * 1024 * 1024  # larger videos are streamed as frames (MatchStream)
+    max_workers: int = 8
+    max_concurrent_rpcs: int = 32  # beyond this new calls get RESOURCE_EXHAUSTED instead of queueing forever
+    default_deadline_s: float = 300.0  # applied when a caller sets no deadline
+    stream_max_open_items: int = 8  # items with frames still arriving, per stream
+    stream_max_frame_bytes: int = 8 * 1024 * 1024
+    snapshot_interval_s: float = 300.0  # index snapshots: at most this old at a crash, so restarts re-read little
+    tls_cert: str = ""  # PEM paths; both set = TLS
+    tls_key: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     limits: MediaLimits = field(default_factory=MediaLimits)
     models: ModelSettings = field(default_factory=ModelSettings)
+    match: MatchSettings = field(default_factory=MatchSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
     inference: str = "inprocess"  # "inprocess" or "triton"
     triton_url: str = "127.0.0.1:8001"
 
@@ -61,7 +99,15 @@ def _typed(cls: type[T], strings: dict[str, str]) -> dict[str, Any]:
     unknown = set(strings) - set(fields)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
-    return {name: type(fields[name].default)(value) for name, value in strings.items()}
+    return {name: _convert(type(fields[name].default), value) for name, value in strings.items()}
+
+
+def _convert(kind: type, value: str) -> Any:
+    if kind is bool:  # bool("false") is True
+        if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise ValueError(f"not a boolean: {value!r}")
+        return value.lower() in ("1", "true", "yes")
+    return kind(value)
 
 
 def _from_env(cls: type[T], prefix: str) -> T:
@@ -77,10 +123,13 @@ def with_model_overrides(settings: Settings, overrides: dict[str, str]) -> Setti
 
 
 def load_settings() -> Settings:
-    """Defaults, overridden by JIWOOM_LIMIT_*, JIWOOM_MODEL_* and JIWOOM_INFERENCE / JIWOOM_TRITON_URL."""
+    """Defaults, overridden by JIWOOM_LIMIT_*, JIWOOM_MODEL_*, JIWOOM_MATCH_*, JIWOOM_SERVICE_* and
+    JIWOOM_INFERENCE / JIWOOM_TRITON_URL."""
     return Settings(
         limits=_from_env(MediaLimits, "JIWOOM_LIMIT_"),
         models=_from_env(ModelSettings, "JIWOOM_MODEL_"),
+        match=_from_env(MatchSettings, "JIWOOM_MATCH_"),
+        service=_from_env(ServiceSettings, "JIWOOM_SERVICE_"),
         inference=os.environ.get("JIWOOM_INFERENCE", "inprocess"),
         triton_url=os.environ.get("JIWOOM_TRITON_URL", "127.0.0.1:8001"),
     )

@@ -72,3 +72,18 @@ class InferenceUnavailable(Exception):
 
 
 _KINDS[InvalidInput.__name__] = InvalidInput
+
+
+class DeadlineExceeded(MediaError):
+    """The caller's deadline (or the service's default one) ran out before the work was committed."""
+
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class NotFound(MediaError):
+    """An id (reference, sighting, case) that does not exist, or no longer does."""
+
+    grpc_code = "NOT_FOUND"
+
+
+_KINDS.update({cls.__name__: cls for cls in (DeadlineExceeded, NotFound)})

@@ -1,0 +1,67 @@
+"""Assembles the running service: PostgreSQL (given or embedded), migrations, pool, inference, indexes, gRPC."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from server.config import Settings
+from server.db import local_postgres, migrate, open_pool
+from server.grpc_service import build_server
+from server.inference import make_inference
+from server.service import MatchingService
+from server.store import Store
+
+log = logging.getLogger(__name__)
+STOP_GRACE_S = 10.0  # in-flight calls get this long to finish on shutdown
+
+
+@dataclass(frozen=True)
+class Running:
+    service: MatchingService
+    server: grpc.Server
+    port: int
+    store: Store
+    database_url: str
+
+
+def data_dir(settings: Settings) -> Path:
+    return Path(settings.service.data_dir).expanduser()
+
+
+@contextlib.contextmanager
+def database(settings: Settings, database_url: str | None = None) -> Iterator[str]:
+    """`database_url`, else $DATABASE_URL, else an embedded PostgreSQL in the data directory; migrated."""
+    url = database_url or os.environ.get("DATABASE_URL")
+    with contextlib.ExitStack() as stack:
+        if not url:
+            url = stack.enter_context(local_postgres(data_dir(settings) / "postgres"))
+        applied = migrate(url)
+        if applied:
+            log.info("database migrations applied: %s", ", ".join(applied))
+        yield url
+
+
+@contextlib.contextmanager
+def running_service(settings: Settings, database_url: str | None = None) -> Iterator[Running]:
+    """The service, started and serving; stopped in reverse order (gRPC, snapshots, models, pool, database)."""
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(database(settings, database_url))
+        pool = open_pool(url, max_size=settings.service.max_workers + 2)
+        stack.callback(pool.close)
+        store = Store(pool)
+        inference = stack.enter_context(make_inference(settings))
+        snapshots = data_dir(settings) / "index"
+        snapshots.mkdir(parents=True, exist_ok=True)
+        service = MatchingService(settings, inference, store, snapshots)
+        service.start()
+        stack.callback(service.stop)
+        server, port = build_server(service, settings)
+        stack.callback(lambda: server.stop(STOP_GRACE_S).wait())
+        yield Running(service, server, port, store, url)

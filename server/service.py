@@ -1,0 +1,380 @@
+"""The matching service's core, without gRPC: register, match, forget, negative bank, stats.
+
+It holds three libraries (references, sightings, benign) over the signals, keeps them in step with PostgreSQL
+(the truth), snapshots them to disk, and turns searches into matches with `server.matching`. The gRPC layer
+(`server.grpc_service`) only translates messages; benchmarks and tests can drive this class directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from server.config import Settings
+from server.errors import DeadlineExceeded, InvalidInput, NotFound
+from server.features import MediaFeatures
+from server.inference import Inference
+from server.library import IndexStat, Library
+from server.matching import FaceReport, MatchResult, Thresholds, benign_frames, face_reports, match_library
+from server.media import IMAGE_FORMATS, decode_media, sniff_format
+from server.models.pdq import hex_to_hash
+from server.signals import SIGNALS, SignalVectors, whole_frames
+from server.signals.pdq import hashes_only_vectors
+from server.store import MatchRecord, MediaSummary, Principal, SourceRecord, Store
+
+log = logging.getLogger(__name__)
+
+MATCH_FAMILIES = frozenset({"pdq", "embedding", "faces", "age"})
+REFERENCE_FAMILIES = frozenset({"pdq", "embedding", "faces"})
+MAX_HASHES = 1000  # per hash-only reference
+
+
+@dataclass(frozen=True)
+class TargetMatch:
+    """A match with what it points at: a reference (and its case) or an earlier sighting (and its source)."""
+
+    result: MatchResult
+    reference_id: int = 0
+    case_id: str = ""
+    sighting_id: int = 0
+    source: SourceRecord | None = None
+
+
+@dataclass
+class MatchOutcome:
+    media: MediaSummary
+    matches: list[TargetMatch] = field(default_factory=list)
+    youth_faces: list[FaceReport] = field(default_factory=list)
+    sighting_id: int = 0
+    benign: bool = False
+
+
+@dataclass
+class RegisterOutcome:
+    reference_id: int
+    case_id: str
+    created: bool
+    media: MediaSummary
+    matches: list[TargetMatch] = field(default_factory=list)
+
+
+def check_deadline(deadline: float | None, stage: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceeded(f"deadline passed before {stage}")
+
+
+class MatchingService:
+    def __init__(self, settings: Settings, inference: Inference, store: Store, snapshot_dir: Path | None,
+                 use_gpu: bool | None = None) -> None:
+        self.settings = settings
+        self.match_settings = settings.match
+        self.inference = inference
+        self.store = store
+        self.snapshot_dir = snapshot_dir
+        self.use_gpu = use_gpu
+        self.libraries: dict[str, Library] = {}
+        self.defaults = Thresholds.defaults(settings.match)
+        self._case_thresholds: dict[str, Thresholds] = {}
+        self._reference_cases: dict[int, str] = {}
+        # Reference writes and forgets each hold this from the commit to the index update, so the index never
+        # keeps a reference the database has forgotten. Feature extraction runs outside it.
+        self._write_lock = threading.Lock()
+        self._snapshot_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._snapshotter: threading.Thread | None = None
+        self.started_at = time.monotonic()
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load snapshots and bring them in step with the database; then snapshot periodically."""
+        for name in ("references", "sightings", "benign"):
+            self.libraries[name] = self._reconcile(name)
+        self._reference_cases = self.store.reference_cases()
+        self._case_thresholds = {case: self.defaults.with_overrides(t)
+                                 for case, t in self.store.case_thresholds().items()}
+        if self.snapshot_dir is not None:
+            self._snapshotter = threading.Thread(target=self._snapshot_loop, name="snapshots", daemon=True)
+            self._snapshotter.start()
+
+    def _reconcile(self, name: str) -> Library:
+        started = time.monotonic()
+        library = None
+        if self.snapshot_dir is not None:
+            library = Library.load(name, self.snapshot_dir, use_gpu=self.use_gpu)
+        from_snapshot = library is not None
+        library = library or Library(name, use_gpu=self.use_gpu)
+        in_database = self.store.owner_ids(name)  # type: ignore[arg-type]
+        stale = library.owners() - in_database
+        library.remove(stale)
+        missing = in_database - library.owners()
+        for owner, vectors in self.store.load_vectors(name, missing):  # type: ignore[arg-type]
+            library.add(owner, vectors)
+        log.info("%s: %d owners (%s), %d added from the database, %d stale removed, %.1f s", name, len(library),
+                 "snapshot" if from_snapshot else "no snapshot", len(missing), len(stale),
+                 time.monotonic() - started)
+        return library
+
+    def snapshot(self, names: tuple[str, ...] | None = None, force: bool = False) -> None:
+        if self.snapshot_dir is None:
+            return
+        with self._snapshot_lock:
+            for name, library in self.libraries.items():
+                if (names is None or name in names) and (force or library.changes):
+                    library.save(self.snapshot_dir)
+
+    def _snapshot_loop(self) -> None:
+        while not self._stop.wait(self.settings.service.snapshot_interval_s):
+            try:
+                self.snapshot()
+            except Exception:  # keep serving; the next interval retries, the database is the truth
+                log.exception("index snapshot failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._snapshotter is not None:
+            self._snapshotter.join(timeout=5)
+        self.snapshot()
+
+    # -- features -----------------------------------------------------------------------------------------------
+
+    def _features(self, data: bytes, families: frozenset[str]) -> tuple[MediaFeatures, MediaSummary]:
+        fmt = sniff_format(data)
+        features = self.inference.media_features(data, families)
+        height, width = features.frame_size
+        return features, MediaSummary(
+            kind="image" if fmt in IMAGE_FORMATS else "video", sha256=hashlib.sha256(data).digest(),
+            width=width, height=height, duration_s=features.duration_s, frames=len(features.frames))
+
+    def frames_features(self, frames: list[tuple[bytes, float]], families: frozenset[str] = MATCH_FAMILIES
+                        ) -> tuple[MediaFeatures, MediaSummary]:
+        """Features of frames a crawler decoded itself: each an encoded image with its time in the video."""
+        if not frames:
+            raise InvalidInput("an item with no frames")
+        if len(frames) > self.settings.limits.max_frames:
+            raise InvalidInput(f"{len(frames)} frames is over the limit of {self.settings.limits.max_frames}")
+        limits = self.settings.limits
+        decoded = []
+        for image, _ in frames:
+            media = decode_media(image, limits)
+            if media.kind != "image":
+                raise InvalidInput("a streamed frame must be an image (JPEG, PNG, WebP), not a video")
+            decoded.append(media.frames[0])
+        height, width = decoded[0].shape[:2]
+        same_size = [f if f.shape[:2] == (height, width) else
+                     np.asarray(Image.fromarray(f).resize((width, height), Image.BILINEAR)) for f in decoded]
+        stacked = np.ascontiguousarray(np.stack(same_size))
+        times = np.array([t for _, t in frames], np.float32)
+        features = self.inference.frame_features(stacked, times, families)
+        digest = hashlib.sha256(b"".join(hashlib.sha256(image).digest() for image, _ in frames)).digest()
+        return features, MediaSummary(kind="frames", sha256=digest, width=width, height=height,
+                                      duration_s=float(times.max() - times.min()), frames=len(frames))
+
+    def _vectors(self, features: MediaFeatures, query: bool) -> dict[str, SignalVectors]:
+        return {
+            name: (signal.query_vectors if query else signal.reference_vectors)(features, self.match_settings)
+            for name, signal in SIGNALS.items()
+        }
+
+    # -- thresholds -----------------------------------------------------------------------------------------------
+
+    def thresholds_for_case(self, case_id: str) -> Thresholds:
+        return self._case_thresholds.get(case_id, self.defaults)
+
+    def _reference_thresholds(self, owner: int) -> Thresholds:
+        return self.thresholds_for_case(self._reference_cases.get(owner, ""))
+
+    def _search_radius(self) -> dict[str, float]:
+        return self.defaults.loosest(list(self._case_thresholds.values()))
+
+    # -- matching -------------------------------------------------------------------------------------------------
+
+    def _benign(self, queries: dict[str, SignalVectors]) -> set[int]:
+        library = self.libraries["benign"]
+        if not len(library):
+            return set()
+        benign_queries = {"pdq": queries["pdq"], "embedding": whole_frames(queries["embedding"])}
+        radius = {"pdq": self.defaults.pdq, "embedding": self.match_settings.benign_embedding_min_similarity}
+        hits = library.search(benign_queries, radius, self.match_settings)
+        return benign_frames(hits, benign_queries)
+
+    def _match_references(self, queries: dict[str, SignalVectors], features: MediaFeatures | None,
+                          excluded: set[int], skip_owners: set[int] = frozenset()) -> list[TargetMatch]:
+        results = match_library(self.libraries["references"], queries, self._search_radius(),
+                                self._reference_thresholds, features, self.match_settings, excluded)
+        return [TargetMatch(r, reference_id=r.owner, case_id=self._reference_cases.get(r.owner, ""))
+                for r in results if r.owner not in skip_owners and r.owner in self._reference_cases]
+
+    def _match_sightings(self, queries: dict[str, SignalVectors], features: MediaFeatures | None,
+                         thresholds: Thresholds, excluded: set[int] = frozenset()) -> list[TargetMatch]:
+        radius = {n: thresholds.of(n) for n in SIGNALS}
+        results = match_library(self.libraries["sightings"], queries, radius, lambda _owner: thresholds, features,
+                                self.match_settings, excluded)
+        sources = self.store.sighting_sources({r.owner for r in results}) if results else {}
+        return [TargetMatch(r, sighting_id=r.owner, source=sources.get(r.owner)) for r in results
+                if r.owner in sources]
+
+    def match(self, who: Principal, data: bytes | None = None, *, frames: list[tuple[bytes, float]] | None = None,
+              source: SourceRecord | None = None, include_sightings: bool = False,
+              deadline: float | None = None) -> MatchOutcome:
+        """Match media (bytes, or frames a crawler decoded) against the references, and on request against
+        past sightings. With a source it is recorded as a sighting, after the search so it does not find
+        itself, and its reference matches are stored for the evidence and review queue."""
+        if frames is not None:
+            features, media = self.frames_features(frames)
+        elif data is not None:
+            features, media = self._features(data, MATCH_FAMILIES)
+        else:
+            raise InvalidInput("no media")
+        check_deadline(deadline, "matching")
+        queries = self._vectors(features, query=True)
+        excluded = self._benign(queries)
+        outcome = MatchOutcome(media=media, benign=bool(excluded))
+        outcome.matches = self._match_references(queries, features, excluded)
+        if include_sightings:
+            outcome.matches += self._match_sightings(queries, features, self.defaults, excluded)
+        outcome.youth_faces = face_reports(features, self.match_settings, only_under_19=True)
+        if source is not None:
+            check_deadline(deadline, "recording the sighting")
+            stored = self._vectors(features, query=False)
+            sighting_id, created = self.store.add_sighting(who, source, media, stored, len(outcome.youth_faces))
+            if created:
+                self.libraries["sightings"].add(sighting_id, stored)
+            outcome.sighting_id = sighting_id
+            records = [_record(m, sighting_id=sighting_id, found_by="match") for m in outcome.matches
+                       if m.reference_id]
+            self.store.add_matches(who, records, "Match", f"sighting:{sighting_id}")
+        else:
+            self.store.audit(who, "Match", "", {"matches": len(outcome.matches), "kind": media.kind})
+        return outcome
+
+    # -- references ---------------------------------------------------------------------------------------------
+
+    def register_reference(self, who: Principal, case_id: str, data: bytes | None = None,
+                           pdq_hashes: list[str] | None = None, retro_hunt: bool = True,
+                           deadline: float | None = None) -> RegisterOutcome:
+        case_id = case_id.strip()
+        if not case_id or len(case_id) > 200:
+            raise InvalidInput("case_id must be 1 to 200 characters")
+        features: MediaFeatures | None = None
+        if data is not None:
+            existing = self.store.find_reference(case_id, hashlib.sha256(data).digest())
+            if existing is not None:  # a retry: the reference was committed already
+                return RegisterOutcome(existing[0], case_id, False, existing[1])
+            features, media = self._features(data, REFERENCE_FAMILIES)
+            stored = self._vectors(features, query=False)
+            queries = self._vectors(features, query=True)
+        elif pdq_hashes is not None:
+            hashes = _parse_hashes(pdq_hashes)
+            media = MediaSummary("hashes", hashlib.sha256(b"".join(sorted(hashes))).digest(), frames=len(hashes))
+            stored = {"pdq": hashes_only_vectors(hashes)}
+            queries = stored
+        else:
+            raise InvalidInput("a reference needs media bytes or PDQ hashes")
+        if not any(len(v) for v in stored.values()):
+            raise InvalidInput("nothing matchable in this media (no PDQ hash of sufficient quality, no regions)")
+        check_deadline(deadline, "committing the reference")
+        with self._write_lock:
+            reference_id, created = self.store.add_reference(who, case_id, media, stored)
+            if created:
+                self._case_thresholds.setdefault(case_id, self.defaults)
+                self._reference_cases[reference_id] = case_id
+                self.libraries["references"].add(reference_id, stored)
+        outcome = RegisterOutcome(reference_id, case_id, created, media)
+        if created and retro_hunt:
+            outcome.matches = self._retro_hunt(who, reference_id, case_id, queries, features)
+        return outcome
+
+    def _retro_hunt(self, who: Principal, reference_id: int, case_id: str, queries: dict[str, SignalVectors],
+                    features: MediaFeatures | None) -> list[TargetMatch]:
+        """What a new reference already matches: crawled media (sightings) and other cases' references."""
+        thresholds = self.thresholds_for_case(case_id)
+        found = self._match_sightings(queries, features, thresholds)
+        same_case = {r for r, c in self._reference_cases.items() if c == case_id}
+        found += self._match_references(queries, features, set(), skip_owners=same_case)
+        records = [_record(m, reference_id=reference_id, found_by="retro_hunt") for m in found]
+        self.store.add_matches(who, records, "RetroHunt", f"reference:{reference_id}")
+        return found
+
+    def forget(self, who: Principal, *, reference_id: int | None = None, case_id: str | None = None,
+               reason: str = "") -> tuple[int, int]:
+        """Delete references and everything derived: rows, index entries, and snapshot files holding them."""
+        with self._write_lock:
+            ids, matches = self.store.forget_references(who, reference_id=reference_id, case_id=case_id,
+                                                        reason=reason)
+            if not ids and reference_id is not None:
+                raise NotFound(f"no reference {reference_id}")
+            self.libraries["references"].remove(ids)
+            for owner in ids:
+                self._reference_cases.pop(owner, None)
+            if case_id is not None:
+                self._case_thresholds.pop(case_id, None)
+        # The old snapshot still holds the forgotten vectors: replace it now, not at the next interval.
+        self.snapshot(("references",), force=True)
+        return len(ids), matches
+
+    def configure_case(self, who: Principal, case_id: str, overrides: dict[str, float]) -> tuple[Thresholds, int]:
+        unknown = set(overrides) - set(SIGNALS)
+        if unknown:
+            raise InvalidInput(f"unknown signals {sorted(unknown)}")
+        stored, references = self.store.configure_case(who, case_id, overrides)
+        thresholds = self.defaults.with_overrides(stored)
+        self._case_thresholds[case_id] = thresholds
+        return thresholds, references
+
+    def mark_benign(self, who: Principal, *, data: bytes | None = None, sighting_id: int | None = None,
+                    note: str = "") -> int:
+        """Put media into the negative bank: its whole frames (PDQ and embedding) suppress matches from then on."""
+        if data is not None:
+            features, _ = self._features(data, frozenset({"pdq", "embedding"}))
+            vectors = self._vectors(features, query=False)
+        elif sighting_id is not None:
+            loaded = dict(self.store.load_vectors("sightings", [sighting_id]))
+            if not loaded.get(sighting_id):
+                raise NotFound(f"no sighting {sighting_id} with stored features")
+            vectors = loaded[sighting_id]
+        else:
+            raise InvalidInput("benign media needs bytes or a sighting id")
+        bank = {"pdq": vectors.get("pdq", SignalVectors.empty(32, np.uint8)),
+                "embedding": whole_frames(vectors.get("embedding", SignalVectors.empty(512)))}
+        benign_id = self.store.add_benign(who, bank, sighting_id, note)
+        self.libraries["benign"].add(benign_id, bank)
+        return benign_id
+
+    def stats(self) -> tuple[dict[str, int], list[IndexStat]]:
+        return self.store.counts(), [s for library in self.libraries.values() for s in library.stats()]
+
+
+def _parse_hashes(texts: list[str]) -> list[bytes]:
+    if not texts:
+        raise InvalidInput("no PDQ hashes")
+    if len(texts) > MAX_HASHES:
+        raise InvalidInput(f"{len(texts)} hashes is over the limit of {MAX_HASHES} per reference")
+    hashes = []
+    for i, text in enumerate(texts):
+        try:
+            hashes.append(bytes(hex_to_hash(text.strip())))
+        except ValueError as error:
+            raise InvalidInput(f"hash {i} is not a PDQ hash (64 hex characters): {error}") from None
+    return hashes
+
+
+def _record(match: TargetMatch, *, found_by: str, reference_id: int = 0, sighting_id: int = 0) -> MatchRecord:
+    """A match as stored: always from a reference's point of view (reference segment first)."""
+    r = match.result
+    faces = [{"t": f.timestamp, "age": round(f.age_mean, 1), "age_std": round(f.age_std, 1),
+              "p_under19": round(f.p_under19, 3), "under_19": f.under_19} for f in r.faces]
+    if found_by == "match":  # the query is the sighting, the target a reference
+        return MatchRecord(match.reference_id, r.signal, r.score, r.threshold, r.target_segment, r.query_segment,
+                           r.matched_frames, r.under_19, faces, "match", sighting_id=sighting_id)
+    # retro-hunt: the query is the new reference, the target a sighting or another case's reference
+    return MatchRecord(reference_id, r.signal, r.score, r.threshold, r.query_segment, r.target_segment,
+                       r.matched_frames, r.under_19, faces, "retro_hunt",
+                       sighting_id=match.sighting_id or None, other_reference_id=match.reference_id or None)
