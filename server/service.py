@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MATCH_FAMILIES = frozenset({"pdq", "embedding", "faces", "age"})
 REFERENCE_FAMILIES = frozenset({"pdq", "embedding", "faces"})
 MAX_HASHES = 1000  # per hash-only reference
+BENIGN_SIGNALS = ("pdq", "embedding")  # the negative bank holds whole frames: near copies, not faces
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,12 @@ class MatchingService:
 
     def _reconcile(self, name: str) -> Library:
         started = time.monotonic()
+        signals = {n: SIGNALS[n] for n in BENIGN_SIGNALS} if name == "benign" else None
         library = None
         if self.snapshot_dir is not None:
-            library = Library.load(name, self.snapshot_dir, use_gpu=self.use_gpu)
+            library = Library.load(name, self.snapshot_dir, signals, use_gpu=self.use_gpu)
         from_snapshot = library is not None
-        library = library or Library(name, use_gpu=self.use_gpu)
+        library = library or Library(name, signals, use_gpu=self.use_gpu)
         in_database = self.store.owner_ids(name)  # type: ignore[arg-type]
         stale = library.owners() - in_database
         library.remove(stale)
