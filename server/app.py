@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import grpc
 
 from server.config import Settings
@@ -51,6 +52,9 @@ def database(settings: Settings, database_url: str | None = None) -> Iterator[st
 @contextlib.contextmanager
 def running_service(settings: Settings, database_url: str | None = None) -> Iterator[Running]:
     """The service, started and serving; stopped in reverse order (gRPC, snapshots, models, pool, database)."""
+    # One OpenMP thread per search: requests already run in parallel on the gRPC workers, and FAISS's threads
+    # on top of them oversubscribe the cores (measured: single queries several times slower; bench/RESULTS.md).
+    faiss.omp_set_num_threads(1)
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(database(settings, database_url))
         pool = open_pool(url, max_size=settings.service.max_workers + 2)

@@ -270,7 +270,9 @@ class VectorIndex:
 
     metric "ip" is for L2-normalised embeddings (score = cosine, higher is better); "l2" is for dlib face
     descriptors (score = true Euclidean distance, lower is better). `factory` is a FAISS index_factory string
-    ("Flat", "IVF4096,PQ64", "HNSW32", ...) without an IDMap prefix: ids are added here.
+    ("Flat", "IVF4096,PQ64", "HNSW32", ...) without an IDMap prefix: ids are added here. With a GPU present,
+    use_gpu=None means GPU, which needs a factory FAISS can copy to the GPU (Flat, IVF*); pass use_gpu=False
+    for the others (HNSW, PQ without IVF, ...).
 
     On CPU the index is the single source of truth. On GPU (not run here, see the module docstring) a CPU copy
     of the index stays in host memory as the master that takes exact removals, snapshots and rebuilds; the GPU
@@ -330,14 +332,18 @@ class VectorIndex:
         if ivf is not None:
             ivf.nprobe = self.nprobe
 
-    def _copy_to_gpu(self) -> None:
-        """(Re)build the GPU replica from the CPU master. Not run here (no GPU)."""
+    def _cloner_options(self) -> Any:
         options = faiss.GpuClonerOptions()
         ivf = _ivf_of(self._index)
         # GpuIndexIVFPQ needs float16 lookup tables for 64-byte codes (shared-memory limit); flat storage stays
         # float32 so that Flat remains exact.
         options.useFloat16 = ivf is not None and isinstance(faiss.downcast_index(ivf), faiss.IndexIVFPQ)
-        if ivf is not None:  # ids live in the IVF lists and travel with them
+        return options
+
+    def _copy_to_gpu(self) -> None:
+        """(Re)build the GPU replica from the CPU master. Not run here (no GPU)."""
+        options = self._cloner_options()
+        if _ivf_of(self._index) is not None:  # ids live in the IVF lists and travel with them
             self._gpu = faiss.index_cpu_to_gpu(self._gpu_res, 0, self._index, options)
             self._gpu_ids = None
         else:  # GpuIndexFlat has no ids: search it by row and map rows through the master's id_map
@@ -354,6 +360,11 @@ class VectorIndex:
     def needs_training(self) -> bool:
         return not self._index.is_trained
 
+    @property
+    def device(self) -> str:
+        """Where searches run: "gpu" or "cpu" (for GetStats)."""
+        return "gpu" if self._gpu is not None else "cpu"
+
     def __len__(self) -> int:
         with self._lock:
             return sum(self._counts.values())
@@ -369,7 +380,7 @@ class VectorIndex:
             if self._raw:
                 total += sum(v.nbytes for v in self._raw.values())
             if self._gpu is not None:  # the replica mirrors the master's codes (GPU memory)
-                total += _index_bytes(self._index) + (self._gpu_ids.nbytes if self._gpu_ids else 0)
+                total += _index_bytes(self._index) + (self._gpu_ids.nbytes if self._gpu_ids is not None else 0)
             return total
 
     def _as_vectors(self, vectors: np.ndarray) -> np.ndarray:
@@ -393,7 +404,7 @@ class VectorIndex:
             if self._index.ntotal or self._counts:
                 raise ValueError("train before adding vectors")
             if self._gpu_res is not None and _ivf_of(self._index) is not None:
-                gpu = faiss.index_cpu_to_gpu(self._gpu_res, 0, self._index)
+                gpu = faiss.index_cpu_to_gpu(self._gpu_res, 0, self._index, self._cloner_options())
                 gpu.train(x)
                 self._index = faiss.index_gpu_to_cpu(gpu)
             else:
@@ -617,6 +628,11 @@ class BinaryIndex:
             self._gpu_res = faiss.StandardGpuResources()
             self._gpu = faiss.GpuIndexBinaryFlat(self._gpu_res, PDQ_BITS)
             self._codes, self._ids = _Growable(np.uint8, PDQ_BYTES), _Growable(np.int64)
+
+    @property
+    def device(self) -> str:
+        """Where searches run: "gpu" or "cpu" (for GetStats)."""
+        return "gpu" if self._gpu is not None else "cpu"
 
     def __len__(self) -> int:
         with self._lock:

@@ -104,7 +104,7 @@ class Library:
         with self._lock:
             return [
                 IndexStat(self.name, name, len(index), len(self._times[name]), index.memory_bytes(),
-                          getattr(index, "device", "cpu"))
+                          index.device)
                 for name, index in self.indexes.items()
             ]
 
