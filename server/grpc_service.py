@@ -266,26 +266,39 @@ class MatcherServicer(pb_grpc.MatcherServicer):
         """Items in, one result per item out. Per-item failures become error results; the stream goes on."""
         principal = _principal.get()
         open_items: dict[str, _OpenItem] = {}
+        refused: set[str] = set()  # items already answered with an error: their remaining frames are dropped
         max_frames = self.service.settings.limits.max_frames
         for request in requests:
             item_id, payload = request.item_id, request.WhichOneof("payload")
             if not item_id:
                 yield _stream_error("", grpc.StatusCode.INVALID_ARGUMENT, "item_id is required")
                 continue
+            if item_id in refused and payload in ("frame", "end"):
+                if payload == "end":
+                    refused.discard(item_id)
+                continue
             if payload == "frame":
                 item = open_items.get(item_id)
                 if item is None:
                     if len(open_items) >= self.settings.stream_max_open_items:
+                        refused.add(item_id)
                         yield _stream_error(item_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                             f"over {self.settings.stream_max_open_items} items open on this stream")
                         continue
                     item = open_items[item_id] = _OpenItem([])
                 frame = request.frame
-                if len(frame.image) > self.settings.stream_max_frame_bytes or len(item.frames) >= max_frames:
+                item.size += len(frame.image)
+                # Bounded memory per stream: open items x the message limit, whatever a crawler sends.
+                if (len(frame.image) > self.settings.stream_max_frame_bytes or len(item.frames) >= max_frames
+                        or item.size > self.settings.max_message_bytes):
                     open_items.pop(item_id)
+                    if len(refused) >= 10_000:  # bounded whatever a client sends
+                        refused.clear()
+                    refused.add(item_id)
                     yield _stream_error(item_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                        f"frames are limited to {max_frames} per item and "
-                                        f"{self.settings.stream_max_frame_bytes} bytes each")
+                                        f"frames are limited to {max_frames} per item, "
+                                        f"{self.settings.stream_max_frame_bytes} bytes each and "
+                                        f"{self.settings.max_message_bytes} bytes per item")
                     continue
                 item.frames.append((frame.image, frame.timestamp_s))
                 continue

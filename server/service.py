@@ -299,7 +299,7 @@ class MatchingService:
         """What a new reference already matches: crawled media (sightings) and other cases' references."""
         thresholds = self.thresholds_for_case(case_id)
         found = self._match_sightings(queries, features, thresholds)
-        same_case = {r for r, c in self._reference_cases.items() if c == case_id}
+        same_case = {r for r, c in self._reference_cases.copy().items() if c == case_id}  # copy: atomic
         found += self._match_references(queries, features, set(), skip_owners=same_case)
         records = [_record(m, reference_id=reference_id, found_by="retro_hunt") for m in found]
         self.store.add_matches(who, records, "RetroHunt", f"reference:{reference_id}")

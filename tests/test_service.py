@@ -325,6 +325,26 @@ def test_match_stream_items_frames_and_errors(served: Served, corpus: Path) -> N
     assert results["photo"].error_code == 0 and results["photo"].result.sighting_id > 0
 
 
+def test_match_stream_bounds_open_items_and_answers_each_item_once(served: Served, corpus: Path) -> None:
+    limit = served.running.service.settings.service.stream_max_open_items
+    small = jpeg(transforms.resize(image(corpus, "img_0030.jpg"), 0.25))
+    ids = [f"item-{i}" for i in range(limit + 1)]
+
+    def requests() -> Iterator[pb.StreamRequest]:
+        for item_id in ids:  # every item opened before any ends: one too many
+            yield pb.StreamRequest(item_id=item_id, frame=pb.StreamFrame(image=small, timestamp_s=0))
+        for item_id in ids:
+            yield pb.StreamRequest(item_id=item_id, frame=pb.StreamFrame(image=small, timestamp_s=1))
+            yield pb.StreamRequest(item_id=item_id, end=pb.StreamEnd(source=pb.Source(url=f"https://s.example/{item_id}")))
+
+    results = list(served.client("crawler").match_stream(requests()))
+    assert sorted(r.item_id for r in results) == sorted(ids)  # exactly one answer per item
+    refused = [r for r in results if r.error_code]
+    assert [r.item_id for r in refused] == [ids[-1]]
+    assert refused[0].error_code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert all(r.result.media.frames == 2 for r in results if not r.error_code)
+
+
 def test_negative_bank_suppresses_known_benign_media(served: Served, corpus: Path) -> None:
     client = served.client("officer")
     photo = image(corpus, "img_0090.jpg")
