@@ -57,6 +57,8 @@ class MatchSettings:
     pdq_min_quality: int = 50  # PDQ hashes of flat, low-detail frames collide; below this they are not used
     embedding_min_similarity: float = 0.6  # SSCD cosine, best pair of regions
     face_max_distance: float = 0.5  # dlib descriptor L2; 0.6 is dlib's "same person" line, stricter here
+    face_min_score: float = 0.3  # detector confidence; the full-corpus false face matches were all HOG false
+    # detections (clouds, texture, a mission patch) scoring <= 0.13, where real faces score about 1
     embedding_k: int = 32  # neighbours per query region
     face_k: int = 16
     youth_p_under19: float = 0.5  # P(age < 19) from the age head at which a face is flagged for review

@@ -55,7 +55,7 @@ class FrameFeatures:
     pdq_hash: bytes | None = None  # 32 bytes, ThreatExchange bit order
     pdq_dihedral: tuple[bytes, ...] = ()  # 8 variants, server.models.pdq.DIHEDRAL order
     pdq_quality: int | None = None
-    regions: list[Region] = field(default_factory=list)  # regions[0] is the border-trimmed whole frame
+    regions: list[Region] = field(default_factory=list)  # regions[0]: the trimmed whole frame (flat regions dropped)
     faces: list[Face] = field(default_factory=list)
     ocr_text: str | None = None
 

@@ -101,6 +101,18 @@ def region_boxes(frame: np.ndarray, grid: int) -> np.ndarray:
     return np.asarray(boxes, dtype=np.float32)
 
 
+# Regions flatter than this (mean absolute grey-level step on a 64x64 thumbnail) are not embedded: a blank or
+# flat-colour window embeds the same whatever image it came from, so it matched unrelated media at cosine up to
+# 1.0 (bench/accuracy.py on the full corpus). Photos measure 15-40, flat vector art 3-10, blank 0-2.
+MIN_REGION_DETAIL = 3.0
+
+
+def region_detail(crop: np.ndarray) -> float:
+    grey = cv2.cvtColor(cv2.resize(crop, (64, 64), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    grey = grey.astype(np.float32)
+    return float(np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean())
+
+
 class ImageEmbedModel:
     def __init__(self, settings: Settings) -> None:
         config = settings.models
@@ -127,8 +139,13 @@ class ImageEmbedModel:
         for index, frame in enumerate(frames):
             height, width = frame.shape[:2]
             frame_boxes = region_boxes(frame, self.grid)
+            kept = []
             for x0, y0, x1, y1 in frame_boxes.round().astype(int):
-                crops.append(frame[y0:y1, x0:x1])
+                crop = frame[y0:y1, x0:x1]
+                kept.append(crop.size > 0 and region_detail(crop) >= MIN_REGION_DETAIL)
+                if kept[-1]:
+                    crops.append(crop)
+            frame_boxes = frame_boxes[np.asarray(kept, bool)]
             boxes.append(frame_boxes / np.array([width, height, width, height], np.float32))
             owners += [index] * len(frame_boxes)
         return {

@@ -100,7 +100,7 @@ SIGNALS: dict[str, Signal] = _registry()
 
 
 def whole_frames(vectors: SignalVectors) -> SignalVectors:
-    """The first row of each frame: for embeddings that is the border-trimmed whole frame (regions[0])."""
+    """The first row of each frame: for embeddings the border-trimmed whole frame (unless it was too flat to embed)."""
     if not len(vectors):
         return vectors
     _, first = np.unique(vectors.frames, return_index=True)

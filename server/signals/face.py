@@ -33,7 +33,7 @@ class FaceSignal:
             (face.embedding, f.timestamp, face_box_fraction(face.box, features.frame_size), f.index)
             for f in features.frames
             for face in f.faces
-            if face.embedding is not None
+            if face.embedding is not None and (face.score is None or face.score >= settings.face_min_score)
         ]
         return SignalVectors.stack(rows, self.dim)
 
