@@ -1,6 +1,16 @@
 """Build time, memory, latency and recall of server.index at scale, on synthetic data.
 
     .venv/bin/python -m bench.index_scale --sizes 100000 1000000 --queries 1000 [--out /tmp/index_scale.md]
+    .venv/bin/python -m bench.index_scale --references 100000 1000000 > /tmp/index_refs.md
+
+Two modes. `--sizes` counts vectors (below). `--references` counts image references as the service stores them
+(--pdq-per-reference 1 PDQ code, --vectors-per-reference 10 SSCD vectors each) and queries them as it does (8
+dihedral PDQ codes in one call; 10 region vectors with k=32 in one call): PDQ MultiHash, Flat where it fits in
+RAM, and IVF4096,PQ64np (trained on a 100k-vector sample, grown in 500k-vector chunks so the raw vectors are
+never all in memory), with a time budget (--budget-min) past which the largest size is extrapolated, labelled
+so. See `RefBench`.
+
+Per-vector mode:
 
 Indexes, at each size:
 - PDQ: `BinaryIndex` (IndexBinaryMultiHash 256/16/16, nflip 1) over random 256-bit codes, 8 per owner (a
@@ -24,12 +34,14 @@ small query split over OpenMP threads waits at barriers for any thread the OS ha
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import faiss
@@ -95,15 +107,32 @@ def _model() -> tuple[np.ndarray, np.ndarray]:
         (rng.standard_normal((LATENT, DIM)) / np.sqrt(LATENT)).astype(np.float32)
 
 
+def _embedding_chunk(c: int, m: int, model: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The first m rows drawn from seeded chunk c (m < CHUNK draws differently, not a prefix of the full chunk)."""
+    centers, proj = model
+    rng = np.random.default_rng(2000 + c)
+    z = centers[rng.integers(0, CLUSTERS, m)] + 0.5 * rng.standard_normal((m, LATENT), dtype=np.float32)
+    x = z @ proj + 0.1 * rng.standard_normal((m, DIM), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def embeddings(n: int) -> np.ndarray:
-    centers, proj = _model()
+    model = _model()
     out = np.empty((n, DIM), np.float32)
     for start in range(0, n, CHUNK):
-        rng = np.random.default_rng(2000 + start // CHUNK)
         m = min(CHUNK, n - start)
-        z = centers[rng.integers(0, CLUSTERS, m)] + 0.5 * rng.standard_normal((m, LATENT), dtype=np.float32)
-        x = z @ proj + 0.1 * rng.standard_normal((m, DIM), dtype=np.float32)
-        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        out[start : start + m] = _embedding_chunk(start // CHUNK, m, model)
+    return out
+
+
+def embedding_rows(first: int, stop: int, model: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Rows first..stop-1 of the endless embedding stream made of full seeded chunks: the same rows whatever
+    slices they are asked in, and the same as embeddings(n) for n a multiple of CHUNK."""
+    out = np.empty((stop - first, DIM), np.float32)
+    for start in range(first - first % CHUNK, stop, CHUNK):
+        x = _embedding_chunk(start // CHUNK, CHUNK, model)
+        lo, hi = max(start, first), min(start + CHUNK, stop)
+        out[lo - first : hi - first] = x[lo - start : hi - start]
     return out
 
 
@@ -249,20 +278,342 @@ def bench_float(size: int, nq: int, budget: float, train_max: int, trained: dict
     return rows
 
 
+# ------------------------------------------------------------------------------------------ per-reference mode
+#
+# The service stores, per image reference, 1 PDQ code and ~10 SSCD vectors (border-trimmed frame, content
+# blocks, 3x3 grid), and a query is one reference-like image: its 8 dihedral PDQ variants against the PDQ index
+# and ~10 region vectors, k=32 each, against the embedding index. This mode sizes and queries the indexes that way.
+
+
+def trimmed_rss() -> int | None:
+    """RSS after a collection and glibc malloc_trim, so freed heap from earlier indexes does not count."""
+    gc.collect()
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return rss()
+
+
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def ivf_factory(requested: str, notes: list[str]) -> str:
+    """`requested` if this FAISS parses it, else the same without the "np" (no polysemous training) suffix."""
+    try:
+        index = faiss.downcast_index(faiss.index_factory(DIM, requested, faiss.METRIC_INNER_PRODUCT))
+    except RuntimeError:
+        fallback = requested.removesuffix("np")
+        notes.append(f"- `{requested}` is not accepted by faiss {faiss.__version__}; used `{fallback}` (polysemous "
+                     "training included in train s)")
+        return fallback
+    if requested.endswith("np") and not getattr(index, "do_polysemous_training", True):
+        notes.append(f"- `{requested}`: accepted by faiss {faiss.__version__}, do_polysemous_training = False "
+                     "(skips polysemous training, which only serves polysemous search, unused here)")
+    return requested
+
+
+def ref_latency(search: Callable[[int], object], n: int, budget_s: float) -> tuple[float, float, int]:
+    """p50, p99 ms of single reference-like queries, one call each, as many as fit in the budget (at least 10)."""
+    times: list[float] = []
+    with per_call_threads():
+        search(0)  # warm
+        started = time.perf_counter()
+        for i in range(max(n, 10)):
+            t = time.perf_counter()
+            search(i % n)
+            times.append((time.perf_counter() - t) * 1000)
+            if i >= 9 and time.perf_counter() - started > budget_s:
+                break
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99)), len(times)
+
+
+def fmt_mib(nbytes: int | float | None) -> str:
+    return "n/a" if nbytes is None else f"{nbytes / 2**20:,.0f}"
+
+
+class RefBench:
+    """State shared across reference counts: the planted-query pool and the growing IVF index."""
+
+    def __init__(self, args: argparse.Namespace, sizes: list[int], deadline: float, notes: list[str]) -> None:
+        self.v, self.p = args.vectors_per_reference, args.pdq_per_reference
+        self.nq, self.k, self.variants = args.queries or 200, args.ref_k, args.pdq_variants
+        self.budget, self.deadline, self.notes = args.single_budget_s, deadline, notes
+        self.chunk_refs = max(1, args.chunk_vectors // self.v)
+        self.flat_fraction, self.train_max, self.nprobe = args.flat_ram_fraction, args.train_max, args.nprobe
+        self.factory = ivf_factory(args.factory, notes)
+        self.model = _model()
+        # Planted-query pool: `per_block` random references out of every block of `block` references, their
+        # vectors kept as they stream past, so queries at any size are drawn uniformly without regenerating data.
+        self.block = min(10_000, min(sizes))
+        per_block = -(-self.nq // (min(sizes) // self.block))
+        self.pool_owners = set()
+        for b in range(max(sizes) // self.block + 1):
+            rng = np.random.default_rng(5000 + b)
+            self.pool_owners.update((b * self.block + rng.choice(self.block, min(per_block, self.block),
+                                                                 replace=False)).tolist())
+        self.pool: dict[int, np.ndarray] = {}
+        self.ivf: VectorIndex | None = None
+        self.ivf_refs = 0
+        self.ivf_add_s = self.ivf_train_s = 0.0
+        self.ivf_rss0: int | None = None
+        self.ivf_pool0 = 0
+        self.stream_rate: float | None = None  # vectors/s of generate + add_many, to plan within the deadline
+        self.measured: list[dict] = []  # IVF points measured, for extrapolation
+
+    # ------------------------------------------------------------------------------------------------ data
+
+    def stream(self, first_ref: int, stop_ref: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first owner, rows) chunks of the synthetic vectors of references first_ref..stop_ref-1."""
+        for start in range(first_ref, stop_ref, self.chunk_refs):
+            stop = min(start + self.chunk_refs, stop_ref)
+            rows = embedding_rows(start * self.v, stop * self.v, self.model)
+            for owner in self.pool_owners.intersection(range(start, stop)) - self.pool.keys():
+                self.pool[owner] = rows[(owner - start) * self.v : (owner - start + 1) * self.v].copy()
+            yield start, rows
+
+    def add_chunk(self, index: VectorIndex, start: int, rows: np.ndarray) -> float:
+        t = time.perf_counter()
+        index.add_many((start + i, rows[i * self.v : (i + 1) * self.v]) for i in range(len(rows) // self.v))
+        return time.perf_counter() - t
+
+    def vector_queries(self, refs: int) -> tuple[np.ndarray, np.ndarray]:
+        """([Q, v, DIM] near-copies (cosine ~0.9) of the vectors of Q planted references < refs, their owners)."""
+        candidates = sorted(o for o in self.pool if o < refs)
+        rng = np.random.default_rng(9)
+        owners = rng.choice(candidates, min(self.nq, len(candidates)), replace=False)
+        q = np.stack([self.pool[int(o)] for o in owners])
+        q = q + 0.02 * rng.standard_normal(q.shape, dtype=np.float32)
+        return (q / np.linalg.norm(q, axis=2, keepdims=True)).astype(np.float32), owners
+
+    # ----------------------------------------------------------------------------------------------- rows
+
+    def row(self, name: str, refs: int, stored: int, build: str, train: str, mem: str, grown: str,
+            lat: tuple[float, float, int] | None, recall: str) -> str:
+        timing = "| – | – | – " if lat is None else f"| {lat[0]:.2f} | {lat[1]:.2f} | {lat[2]} "
+        return f"| {name} | {refs:,} | {stored:,} | {build} | {train} | {mem} | {grown} {timing}| {recall} |"
+
+    def recall(self, index: VectorIndex, queries: np.ndarray, owners: np.ndarray) -> str:
+        """Batched (all threads): vector R@1 = a region's top hit is its own source row; reference R@1 = the
+        best-scoring owner over the query's v x k hits is the planted reference."""
+        hits = index.search(queries.reshape(-1, DIM), self.k)
+        src_owner = np.repeat(owners, self.v)
+        src_local = np.tile(np.arange(self.v), len(owners))
+        vec = np.mean((hits.owners[:, 0] == src_owner) & (hits.locals[:, 0] == src_local))
+        scores = hits.scores.reshape(len(owners), -1)
+        best = hits.owners.reshape(len(owners), -1)[np.arange(len(owners)), scores.argmax(axis=1)]
+        return f"vec {vec:.3f} / ref {np.mean(best == owners):.3f}"
+
+    def pdq(self, refs: int) -> str:
+        codes = pdq_codes(refs * self.p)
+        rng = np.random.default_rng(11)
+        owners = rng.choice(refs, self.nq, replace=False)
+        queries = rng.integers(0, 256, (self.nq, self.variants, 32), dtype=np.uint8)  # unrelated orientations
+        planted, source = pdq_queries(codes[owners * self.p + rng.integers(0, self.p, self.nq)], self.nq)
+        owners = owners[source]  # pdq_queries draws its sources in its own order
+        queries[np.arange(self.nq), rng.integers(0, self.variants, self.nq)] = planted
+        trimmed_rss()  # hand freed heap back first, so RSS Δ is this index's
+        index, seconds, grown = built(lambda: add_all(BinaryIndex(), codes, self.p))
+        lat = ref_latency(lambda i: index.search(queries[i]), self.nq, self.budget)
+        found = index.search(queries.reshape(-1, 32))
+        hit = {(int(q) // self.variants, int(o)) for q, o in zip(found.query, found.owners, strict=True)}
+        recall = np.mean([(i, int(o)) in hit for i, o in enumerate(owners)])
+        others = len(hit - {(i, int(o)) for i, o in enumerate(owners)})
+        return self.row("PDQ MultiHash (exact ≤31)", refs, len(codes), f"{seconds:.1f}", "–",
+                        fmt_mib(index.memory_bytes()), fmt_mib(grown), lat,
+                        f"{recall:.3f} (planted ref found; {others} other refs matched)")
+
+    def flat(self, refs: int) -> str:
+        need = refs * self.v * (DIM * 4 + 8 + 48)  # raw floats + IDMap2 id_map and rev_map
+        avail = mem_available()
+        name = f"SSCD {DIM}-d Flat (exact)"
+        if need > self.flat_fraction * avail:
+            self.notes.append(f"- Flat at {refs:,} references skipped: {refs * self.v:,} vectors need "
+                              f"{need / 2**30:.1f} GiB, over {self.flat_fraction:.0%} of the "
+                              f"{avail / 2**30:.1f} GiB available (machine RAM {machine_ram() / 2**30:.0f} GiB, "
+                              "shared with another benchmark); an exact index at this scale needs a GPU or a "
+                              "bigger host")
+            return self.row(name, refs, refs * self.v, "skipped", "–", f"{need / 2**20:,.0f} (needed)", "–", None,
+                            "does not fit (see notes)")
+        before = trimmed_rss()
+        index = VectorIndex(DIM, metric="ip", use_gpu=False)
+        seconds = sum(self.add_chunk(index, start, rows) for start, rows in self.stream(0, refs))
+        after = trimmed_rss()
+        queries, owners = self.vector_queries(refs)
+        lat = ref_latency(lambda i, x=index: x.search(queries[i], self.k), len(owners), self.budget)
+        out = self.row(name, refs, refs * self.v, f"{seconds:.1f}", "–", fmt_mib(index.memory_bytes()),
+                       fmt_mib(None if before is None or after is None else after - before), lat,
+                       self.recall(index, queries, owners))
+        del index
+        gc.collect()
+        return out
+
+    def train_ivf(self) -> None:
+        self.ivf = VectorIndex(DIM, metric="ip", factory=self.factory, nprobe=self.nprobe, use_gpu=False)
+        sample = embedding_rows(0, self.train_max, self.model)
+        started = time.perf_counter()
+        self.ivf.train(sample)
+        self.ivf_train_s = time.perf_counter() - started
+        del sample
+        self.ivf_rss0, self.ivf_pool0 = trimmed_rss(), self.pool_bytes()
+        self.notes.append(f"- {self.factory} nprobe {self.nprobe}: trained once on the first {self.train_max:,} "
+                          f"vectors ({self.ivf_train_s:.0f} s; FAISS warns below 39 x nlist points); the "
+                          "index then grows chunk by chunk across reference counts, build s = cumulative add_many "
+                          f"time of {self.chunk_refs * self.v:,}-vector chunks (data generation excluded)")
+
+    def pool_bytes(self) -> int:
+        return sum(a.nbytes for a in self.pool.values())
+
+    def grow_ivf(self, refs: int) -> tuple[int, bool]:
+        """Add references up to `refs`, stopping early if the next chunk would not leave time to measure.
+        Returns (references now in the index, whether it stopped early)."""
+        reserve = self.budget + 90
+        while self.ivf_refs < refs:
+            stop = min(self.ivf_refs + self.chunk_refs, refs)
+            if self.stream_rate and time.perf_counter() + (stop - self.ivf_refs) * self.v / self.stream_rate \
+                    + reserve > self.deadline:
+                return self.ivf_refs, True
+            t = time.perf_counter()
+            for start, rows in self.stream(self.ivf_refs, stop):
+                self.ivf_add_s += self.add_chunk(self.ivf, start, rows)
+            self.stream_rate = (stop - self.ivf_refs) * self.v / (time.perf_counter() - t)
+            self.ivf_refs = stop
+            print(f"  IVF at {self.ivf_refs:,} refs, add {self.ivf_add_s:.0f} s, "
+                  f"{self.deadline - time.perf_counter():.0f} s of budget left", file=sys.stderr, flush=True)
+        return self.ivf_refs, False
+
+    def ivf_rows(self, refs: int) -> list[str]:
+        if self.ivf is None:
+            self.train_ivf()
+            train = f"{self.ivf_train_s:.0f}"
+        else:
+            train = "(once)"
+        have, capped = self.grow_ivf(refs)
+        name = f"SSCD {DIM}-d {self.factory} nprobe {self.nprobe}"
+        rows = []
+        if have and (not self.measured or self.measured[-1]["refs"] != have):
+            now = trimmed_rss()
+            grown = None if now is None or self.ivf_rss0 is None else \
+                now - self.ivf_rss0 - (self.pool_bytes() - self.ivf_pool0)
+            queries, owners = self.vector_queries(have)
+            lat = ref_latency(lambda i: self.ivf.search(queries[i], self.k), len(owners), self.budget)
+            point = {"refs": have, "build": self.ivf_add_s, "mem": self.ivf.memory_bytes(), "rss": grown,
+                     "lat": lat}
+            self.measured.append(point)
+            label = name if not capped else f"{name} (measured at the largest size that fit the time budget)"
+            rows.append(self.row(label, have, have * self.v, f"{self.ivf_add_s:.1f}", train, fmt_mib(point["mem"]),
+                                 fmt_mib(grown), lat, self.recall(self.ivf, queries, owners)))
+        if capped:
+            rows.append(self.extrapolated(name, refs))
+        return rows
+
+    def extrapolated(self, name: str, refs: int) -> str:
+        """Linear in references from the measured points: build time, memory_bytes (exactly linear), RSS, and
+        latency (IVF scan work grows with the list lengths, plus a fixed coarse-quantizer cost)."""
+        if not self.measured:
+            self.notes.append(f"- {name} at {refs:,} references: no time left to build any of it")
+            return f"| {name} | {refs:,} | {refs * self.v:,} | not built (budget) | | | | | | | |"
+        last = self.measured[-1]
+        scale = refs / last["refs"]
+        per_ref = refs - last["refs"]
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(self.ivf._index))
+        mem = last["mem"] + per_ref * (self.v * (ivf.code_size + 8) + 100)
+        rss_est = None if last["rss"] is None else last["rss"] * scale
+        lat = None
+        if len(self.measured) >= 2:
+            first = self.measured[0]
+
+            def line(i: int) -> float:
+                slope = (last["lat"][i] - first["lat"][i]) / (last["refs"] - first["refs"])
+                return last["lat"][i] + slope * (refs - last["refs"])
+            lat = (line(0), line(1), 0)
+        timing = "| – | – " if lat is None else f"| ~{lat[0]:.1f} | ~{lat[1]:.1f} "
+        self.notes.append(f"- EXTRAPOLATED row: the {refs:,}-reference IVF build did not fit the time budget; "
+                          f"figures scaled linearly from the measurement at {last['refs']:,} references"
+                          + ("" if lat is None else f" (latency: straight line through {self.measured[0]['refs']:,}"
+                             f" and {last['refs']:,})") + "; recall not measured")
+        return (f"| {name} — EXTRAPOLATED | {refs:,} | {refs * self.v:,} | ~{last['build'] * scale:.0f} | (once) "
+                f"| ~{fmt_mib(mem)} | ~{fmt_mib(rss_est)} {timing}| – | not measured |")
+
+
+def machine_ram() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def run_references(args: argparse.Namespace) -> str:
+    started = time.perf_counter()
+    sizes = sorted(args.references)
+    notes: list[str] = []
+    bench = RefBench(args, sizes, started + args.budget_min * 60, notes)
+    lines = ["## server.index at scale, sized by references (`python -m bench.index_scale --references ...`)", "",
+             *machine(), "",
+             "| index | references | stored rows | build s | train s | memory_bytes MiB | RSS Δ MiB "
+             "| ref-query p50 ms | p99 ms | n | recall@1 (planted) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for n, refs in enumerate(sizes):
+        for line in [bench.pdq(refs), bench.flat(refs), *bench.ivf_rows(refs)]:
+            lines.append(line)
+            print(line, file=sys.stderr, flush=True)
+        if bench.ivf_refs < refs:  # out of time: the larger sizes are extrapolated too
+            lines += [bench.extrapolated(f"SSCD {DIM}-d {bench.factory} nprobe {bench.nprobe}", later)
+                      for later in sizes[n + 1 :]]
+            break
+    load = os.getloadavg()
+    lines += ["",
+              f"- per reference: {bench.p} PDQ code(s) and {bench.v} SSCD {DIM}-d L2-normalised vectors (synthetic, "
+              "clustered: 2,000 clusters in a 64-d latent space); owner = reference",
+              f"- one ref-query = {bench.variants} PDQ codes (dihedral variants: 1 a planted stored code with 0..31 "
+              f"bits flipped, {bench.variants - 1} random) in one search call, max_distance 31; or {bench.v} region "
+              f"vectors (near-copies, cosine ~0.9, of one planted reference's vectors) in one search call, k={bench.k}",
+              f"- latency: single ref-queries one at a time, {SINGLE_THREADS} OpenMP thread(s), as many as fit in "
+              f"{args.single_budget_s:.0f} s (n); builds and recall batches use {faiss.omp_get_max_threads()} threads",
+              f"- recall over {bench.nq} planted ref-queries: vec = a region's top-1 hit is its own source vector; "
+              f"ref = the best-scoring owner among the {bench.v}x{bench.k} hits is the planted reference",
+              "- build s = add_many time only (synthetic data generation excluded); RSS Δ = resident growth across "
+              "the build, after malloc_trim (psutil)",
+              *notes,
+              f"- TIMINGS ARE CONTENDED: 2-core machine shared with another running benchmark; load average at end "
+              f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+              f"- total run time {time.perf_counter() - started:.0f} s (budget {args.budget_min:.0f} min)"]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--queries", type=int, help="queries per index (default 1000; 200 with --references)")
     parser.add_argument("--single-budget-s", type=float, default=15.0, help="time for single-query latency, each")
     parser.add_argument("--train-max", type=int, default=100_000, help="IVF training sample cap")
     parser.add_argument("--threads", type=int, help="FAISS OpenMP threads for bulk work (default: all cores)")
     parser.add_argument("--single-threads", type=int, default=1, help="OpenMP threads for per-call figures")
     parser.add_argument("--out", type=Path, help="also write the Markdown here")
+    refs = parser.add_argument_group("sizing by references (replaces --sizes; progress on stderr, table on stdout)")
+    refs.add_argument("--references", type=int, nargs="+", help="reference counts, e.g. 100000 1000000")
+    refs.add_argument("--vectors-per-reference", type=int, default=VEC_PER_OWNER)
+    refs.add_argument("--pdq-per-reference", type=int, default=1)
+    refs.add_argument("--pdq-variants", type=int, default=PDQ_PER_OWNER, help="PDQ codes per query (dihedral)")
+    refs.add_argument("--ref-k", type=int, default=32, help="k per region vector of a query")
+    refs.add_argument("--factory", default="IVF4096,PQ64np", help="approximate index (np: no polysemous training)")
+    refs.add_argument("--nprobe", type=int, default=32)
+    refs.add_argument("--chunk-vectors", type=int, default=500_000, help="vectors generated and added per chunk")
+    refs.add_argument("--flat-ram-fraction", type=float, default=0.5,
+                      help="build Flat only if it needs at most this share of MemAvailable")
+    refs.add_argument("--budget-min", type=float, default=25.0,
+                      help="stop growing the IVF index where finishing would exceed this; extrapolate the rest")
     args = parser.parse_args()
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
     global SINGLE_THREADS
     SINGLE_THREADS = args.single_threads
+    if args.references:
+        text = run_references(args)
+        print(text)
+        if args.out:
+            args.out.write_text(text)
+        return
+    args.queries = args.queries or 1000
 
     started = time.perf_counter()
     lines = ["## server.index at scale (`python -m bench.index_scale`)", "", *machine(), "",
