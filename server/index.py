@@ -257,6 +257,27 @@ def _index_bytes(index: Any) -> int:
     return int(faiss.serialize_index(index).nbytes)  # anything else: its serialised size
 
 
+class _Owned:
+    """What both index kinds share: vectors counted per owner, a lock, an optional GPU copy."""
+
+    _lock: threading.RLock
+    _counts: dict[int, int]
+    _gpu: Any
+
+    @property
+    def device(self) -> str:
+        """Where searches run: "gpu" or "cpu" (for GetStats)."""
+        return "gpu" if self._gpu is not None else "cpu"
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+    def owners(self) -> set[int]:
+        with self._lock:
+            return set(self._counts)
+
+
 class VectorHits(NamedTuple):
     """k best hits per query, best first. Missing hits: owner and local -1, score -inf ("ip") or +inf ("l2")."""
 
@@ -265,7 +286,7 @@ class VectorHits(NamedTuple):
     locals: np.ndarray  # [Q, k] int64
 
 
-class VectorIndex:
+class VectorIndex(_Owned):
     """Float32 vectors of one dimension under one metric, stored per owner, searched k-NN.
 
     metric "ip" is for L2-normalised embeddings (score = cosine, higher is better); "l2" is for dlib face
@@ -359,19 +380,6 @@ class VectorIndex:
     @property
     def needs_training(self) -> bool:
         return not self._index.is_trained
-
-    @property
-    def device(self) -> str:
-        """Where searches run: "gpu" or "cpu" (for GetStats)."""
-        return "gpu" if self._gpu is not None else "cpu"
-
-    def __len__(self) -> int:
-        with self._lock:
-            return sum(self._counts.values())
-
-    def owners(self) -> set[int]:
-        with self._lock:
-            return set(self._counts)
 
     def memory_bytes(self) -> int:
         """Estimate of host (and GPU) bytes held: index codes, ids, centroids, plus kept raw vectors."""
@@ -598,7 +606,7 @@ def _multihash_rows(index: Any, inner: Any) -> tuple[np.ndarray, np.ndarray]:
     return codes, faiss.vector_to_array(index.id_map)
 
 
-class BinaryIndex:
+class BinaryIndex(_Owned):
     """256-bit PDQ codes (uint8 [N, 32]) stored per owner, searched by Hamming radius.
 
     CPU: IndexBinaryIDMap2 over IndexBinaryMultiHash(256, 16, 16), nflip 1: exact up to distance 31, about a
@@ -628,19 +636,6 @@ class BinaryIndex:
             self._gpu_res = faiss.StandardGpuResources()
             self._gpu = faiss.GpuIndexBinaryFlat(self._gpu_res, PDQ_BITS)
             self._codes, self._ids = _Growable(np.uint8, PDQ_BYTES), _Growable(np.int64)
-
-    @property
-    def device(self) -> str:
-        """Where searches run: "gpu" or "cpu" (for GetStats)."""
-        return "gpu" if self._gpu is not None else "cpu"
-
-    def __len__(self) -> int:
-        with self._lock:
-            return sum(self._counts.values())
-
-    def owners(self) -> set[int]:
-        with self._lock:
-            return set(self._counts)
 
     def memory_bytes(self) -> int:
         """Estimate: codes, the 16 hash maps' id lists and buckets, the IDMap2 maps (CPU), or the GPU codes and

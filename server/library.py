@@ -76,9 +76,6 @@ class Library:
         with self._lock:
             return set(self._owners)
 
-    def __contains__(self, owner: int) -> bool:
-        return owner in self._owners
-
     def __len__(self) -> int:
         return len(self._owners)
 

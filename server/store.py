@@ -155,13 +155,9 @@ class Store:
                   {"case": case_id, "kind": media.kind, "frames": media.frames})
         return reference_id, True
 
-    def reference_cases(self, ids: Iterable[int] | None = None) -> dict[int, str]:
+    def reference_cases(self) -> dict[int, str]:
         with self.pool.connection() as conn:
-            if ids is None:
-                rows = conn.execute("select id, case_id from reference_media")
-            else:
-                rows = conn.execute("select id, case_id from reference_media where id = any(%s)", (list(ids),))
-            return dict(rows.fetchall())
+            return dict(conn.execute("select id, case_id from reference_media").fetchall())
 
     def forget_references(self, who: Principal, *, reference_id: int | None = None, case_id: str | None = None,
                           reason: str = "") -> tuple[list[int], int]:
