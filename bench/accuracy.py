@@ -32,7 +32,7 @@ from pathlib import PurePosixPath
 import numpy as np
 from PIL import Image
 
-from bench.models import machine
+from bench.models import machine, publish
 from bench.transforms import CORPUS, TRANSFORMS, encode, load
 from server.config import MatchSettings, Settings
 from server.inference.inprocess import InProcessInference
@@ -517,10 +517,7 @@ def main() -> None:
     args.load_at_start = load_average()
     entries = corpus_entries(args.limit, args.seed)
     text = report(run(entries, transforms, args.seed), args)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from bench.models import publish
 from server.index import BinaryIndex, VectorIndex
 
 DIM = 512
@@ -609,9 +610,7 @@ def main() -> None:
     SINGLE_THREADS = args.single_threads
     if args.references:
         text = run_references(args)
-        print(text)
-        if args.out:
-            args.out.write_text(text)
+        publish(text, args.out)
         return
     args.queries = args.queries or 1000
 
@@ -637,9 +636,7 @@ def main() -> None:
               f"build and batched q/s with {faiss.omp_get_max_threads()}",
               *notes, f"- total run time {time.perf_counter() - started:.0f} s"]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,13 @@ def timed(run: Callable[[], object], repeat: int) -> list[float]:
     return times
 
 
+def publish(text: str, out: str | Path | None) -> None:
+    """Print a benchmark's markdown report, and keep a copy in `out` when given (for RESULTS.md)."""
+    print(text)
+    if out:
+        Path(out).write_text(text.rstrip("\n") + "\n")
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())

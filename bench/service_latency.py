@@ -32,7 +32,7 @@ import grpc
 import numpy as np
 
 from bench.accuracy import near_duplicate_key, transformed
-from bench.models import machine
+from bench.models import machine, publish
 from bench.transforms import CORPUS, TRANSFORMS, encode, load
 from clients.matcher import MatcherClient, open_channel
 from server.app import running_service
@@ -247,10 +247,7 @@ def main() -> None:
         label = f"{grid} (default)" if grid == base.models.region_grid else str(grid)
         results.append(run_config(label, settings, args, registered, pool))
     text = render(results, args, base, pool, time.perf_counter() - started, load_at_start)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

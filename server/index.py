@@ -257,6 +257,26 @@ def _index_bytes(index: Any) -> int:
     return int(faiss.serialize_index(index).nbytes)  # anything else: its serialised size
 
 
+def _batch(items: Iterable[tuple[int, np.ndarray]], convert: Any
+           ) -> tuple[list[int], list[np.ndarray], np.ndarray, np.ndarray]:
+    """Owners, their row blocks, the rows stacked and their packed ids: one FAISS add for many owners."""
+    owners, blocks = [], []
+    for owner, rows in items:
+        _check_owner(owner)
+        x = convert(rows)
+        if not 0 < len(x) <= MAX_LOCAL:
+            raise ValueError(f"add 1..{MAX_LOCAL} rows per owner, got {len(x)} for owner {owner}")
+        owners.append(int(owner))
+        blocks.append(x)
+    if len(set(owners)) != len(owners):
+        raise ValueError("an owner appears twice in one add_many")
+    if not owners:
+        return owners, blocks, np.zeros(0), np.zeros(0, np.int64)
+    x = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+    ids = np.concatenate([pack_ids(o, len(b)) for o, b in zip(owners, blocks, strict=True)])
+    return owners, blocks, x, ids
+
+
 class _Owned:
     """What both index kinds share: vectors counted per owner, a lock, an optional GPU copy."""
 
@@ -430,11 +450,9 @@ class VectorIndex(_Owned):
 
         Why: IVF pays its coarse-quantizer search per call, and below 20 rows FAISS skips BLAS; with 4096
         centroids of 512-d that is ~2 ms a call here, so adding 10-vector owners one by one is ~30x slower."""
-        owners, blocks = self._collect(items, self._as_vectors)
+        owners, blocks, x, ids = _batch(items, self._as_vectors)
         if not owners:
             return
-        x = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
-        ids = np.concatenate([pack_ids(o, len(b)) for o, b in zip(owners, blocks, strict=True)])
         with self._lock:
             _check_new(owners, self._counts)
             if self.needs_training:
@@ -451,20 +469,6 @@ class VectorIndex(_Owned):
                     self._gpu.add(x)
                     self._gpu_ids.append(ids)
             self._counts.update((o, len(b)) for o, b in zip(owners, blocks, strict=True))
-
-    @staticmethod
-    def _collect(items: Iterable[tuple[int, np.ndarray]], convert: Any) -> tuple[list[int], list[np.ndarray]]:
-        owners, blocks = [], []
-        for owner, rows in items:
-            _check_owner(owner)
-            x = convert(rows)
-            if not 0 < len(x) <= MAX_LOCAL:
-                raise ValueError(f"add 1..{MAX_LOCAL} rows per owner, got {len(x)} for owner {owner}")
-            owners.append(int(owner))
-            blocks.append(x)
-        if len(set(owners)) != len(owners):
-            raise ValueError("an owner appears twice in one add_many")
-        return owners, blocks
 
     def remove(self, owners: Iterable[int]) -> int:
         """Remove every vector of these owners (unknown owners are ignored); returns the number removed."""
@@ -669,11 +673,9 @@ class BinaryIndex(_Owned):
 
     def add_many(self, items: Iterable[tuple[int, np.ndarray]]) -> None:
         """`add` for many owners in one FAISS call, for bulk loads."""
-        owners, blocks = VectorIndex._collect(items, self._as_codes)
+        owners, blocks, x, ids = _batch(items, self._as_codes)
         if not owners:
             return
-        x = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
-        ids = np.concatenate([pack_ids(o, len(b)) for o, b in zip(owners, blocks, strict=True)])
         with self._lock:
             _check_new(owners, self._counts)
             if not self._tombs.keys().isdisjoint(owners):

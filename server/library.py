@@ -50,14 +50,19 @@ class Library:
     def add(self, owner: int, rows: dict[str, SignalVectors]) -> None:
         """Add one owner's rows (all signals at once). Adding an owner twice is a no-op: the database decides
         what exists, and reconciliation may offer the same owner again."""
+        self.add_many([(owner, rows)])
+
+    def add_many(self, items: Iterable[tuple[int, dict[str, SignalVectors]]]) -> None:
+        """`add` for many owners with one index call per signal (start-up loads from the database)."""
         with self._lock:
-            if owner in self._owners:
+            fresh = {owner: rows for owner, rows in items if owner not in self._owners}
+            if not fresh:
                 return
-            for name, vectors in rows.items():
-                if name in self.indexes and len(vectors):
-                    self.indexes[name].add(owner, vectors.vectors)
-                    self._times[name][owner] = np.asarray(vectors.timestamps, np.float32)
-            self._owners.add(owner)
+            for name, index in self.indexes.items():
+                batch = [(o, r[name]) for o, r in fresh.items() if name in r and len(r[name])]
+                index.add_many([(o, v.vectors) for o, v in batch])
+                self._times[name].update((o, np.asarray(v.timestamps, np.float32)) for o, v in batch)
+            self._owners.update(fresh)
             self.changes += 1
 
     def remove(self, owners: Iterable[int]) -> int:

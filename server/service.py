@@ -117,8 +117,8 @@ class MatchingService:
         stale = library.owners() - in_database
         library.remove(stale)
         missing = in_database - library.owners()
-        for owner, vectors in self.store.load_vectors(name, missing):  # type: ignore[arg-type]
-            library.add(owner, vectors)
+        for batch in self.store.load_vector_batches(name, missing):  # type: ignore[arg-type]
+            library.add_many(batch.items())
         log.info("%s: %d owners (%s), %d added from the database, %d stale removed, %.1f s", name, len(library),
                  "snapshot" if from_snapshot else "no snapshot", len(missing), len(stale),
                  time.monotonic() - started)
@@ -338,7 +338,7 @@ class MatchingService:
             features, _ = self._features(data, frozenset({"pdq", "embedding"}))
             vectors = self._vectors(features, query=False)
         elif sighting_id is not None:
-            loaded = dict(self.store.load_vectors("sightings", [sighting_id]))
+            loaded = next(self.store.load_vector_batches("sightings", [sighting_id]))
             if not loaded.get(sighting_id):
                 raise NotFound(f"no sighting {sighting_id} with stored features")
             vectors = loaded[sighting_id]

@@ -260,9 +260,9 @@ class Store:
         with self.pool.connection() as conn:
             return {r[0] for r in conn.execute(f"select id from {owners}")}
 
-    def load_vectors(self, collection: Collection, ids: Iterable[int]) -> Iterator[tuple[int,
-                                                                                       dict[str, SignalVectors]]]:
-        """(owner, vectors by signal) for the given owners, read in batches."""
+    def load_vector_batches(self, collection: Collection, ids: Iterable[int]
+                            ) -> Iterator[dict[int, dict[str, SignalVectors]]]:
+        """Vectors by signal for the given owners, a batch of owners at a time (bounded memory on rebuilds)."""
         table, owner_column, _ = _VECTOR_TABLES[collection]
         wanted = sorted(ids)
         for start in range(0, len(wanted), LOAD_BATCH):
@@ -279,7 +279,7 @@ class Store:
                         np.frombuffer(boxes, np.float32).reshape(-1, 4),
                         np.frombuffer(frames, np.int32),
                     )
-            yield from grouped.items()
+            yield grouped
 
 
 def _insert_vectors(conn: Connection, collection: Collection, owner: int, vectors: dict[str, SignalVectors]) -> None:
