@@ -17,7 +17,7 @@ from server.db import local_postgres, migrate, open_pool
 from server.grpc_service import build_server
 from server.inference import make_inference
 from server.service import MatchingService
-from server.store import Store
+from server.store import Principal, Store
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 10.0  # in-flight calls get this long to finish on shutdown
@@ -50,8 +50,10 @@ def database(settings: Settings, database_url: str | None = None) -> Iterator[st
 
 
 @contextlib.contextmanager
-def running_service(settings: Settings, database_url: str | None = None) -> Iterator[Running]:
-    """The service, started and serving; stopped in reverse order (gRPC, snapshots, models, pool, database)."""
+def running_service(settings: Settings, database_url: str | None = None, *, worker: bool = False
+                    ) -> Iterator[Running]:
+    """The service, started and serving; stopped in reverse order (gRPC, snapshots, models, pool, database).
+    With `worker`, the action worker (evidence, notices, removal checks: clients/worker.py) runs beside it."""
     # One OpenMP thread per search: requests already run in parallel on the gRPC workers, and FAISS's threads
     # on top of them oversubscribe the cores (measured: single queries several times slower; bench/RESULTS.md).
     faiss.omp_set_num_threads(1)
@@ -68,4 +70,15 @@ def running_service(settings: Settings, database_url: str | None = None) -> Iter
         stack.callback(service.stop)
         server, port = build_server(service, settings)
         stack.callback(lambda: server.stop(STOP_GRACE_S).wait())
+        if worker:
+            from clients.worker import Worker, worker_thread
+
+            monitor = Principal("removal-monitor", "officer")
+
+            def match_references(data: bytes) -> set[int]:
+                return {m.reference_id for m in service.match(monitor, data).matches if m.reference_id}
+
+            worker_pool = open_pool(url, max_size=2)
+            stack.callback(worker_pool.close)
+            stack.enter_context(worker_thread(Worker(settings, worker_pool, match_references)))
         yield Running(service, server, port, store, url)

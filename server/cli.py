@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from clients.cli import add_commands
 from server.config import Settings, load_settings
 from server.errors import MediaError
 from server.features import ALL_FAMILIES, MediaFeatures
@@ -92,7 +93,7 @@ def serve_command(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    with running_service(settings, args.database_url) as running:
+    with running_service(settings, args.database_url, worker=not args.no_worker) as running:
         if running.store.token_count() == 0:  # a fresh install: one admin token, shown once
             token = running.store.create_token("first-admin", "admin", actor="serve")
             print(f"no API tokens yet; created an admin token (shown once, keep it safe): {token}", flush=True)
@@ -135,9 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--tls-cert", help="PEM certificate: with --tls-key, serve TLS")
         command.add_argument("--tls-key", help="PEM private key")
         command.set_defaults(run=run)
+        if name == "serve":
+            command.add_argument("--no-worker", action="store_true",
+                                 help="do not run the evidence/notice/removal worker beside the service")
         if name == "token":
             command.add_argument("--role", required=True, choices=("crawler", "case_system", "officer", "admin"))
             command.add_argument("--name", required=True, help="who or what holds the token (for the audit log)")
+    add_commands(commands)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -86,11 +86,55 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True)
+class EvidenceSettings:
+    """The evidence writer (`jiwoom worker`): what it may fetch, how it captures, where the master key is."""
+
+    key_file: str = ""  # master key wrapping each item's data key; default: data_dir/evidence.key (made 0600)
+    allow_networks: str = ""  # comma-separated CIDRs reachable although private (tests: 127.0.0.0/8)
+    fetch_timeout_s: float = 30.0
+    fetch_max_bytes: int = 64 * 1024 * 1024
+    page_timeout_s: float = 30.0  # browser page load; a page still loading then is captured as it stands
+    screenshot_max_height: int = 16384  # px: endless pages are cut here (and the report says so)
+    max_attempts: int = 3  # captures that keep failing are marked failed for an officer to look at
+    poll_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class NoticeSettings:
+    """Takedown notices: the sender, the site list, the mail server. No SMTP host: approved notices wait."""
+
+    sites_file: str = ""  # YAML per host: name, language, abuse_contact, jurisdiction, policy_url
+    sender_organisation: str = "디지털성범죄피해자지원센터 (Digital Sex Crime Victim Support Center)"
+    sender_name: str = ""
+    sender_email: str = "takedown@localhost"
+    sender_phone: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    smtp_username: str = ""
+    smtp_password: str = ""
+    max_attempts: int = 5  # failed sends are retried this often, then left failed for an officer
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """The removal monitor: how often notified URLs are re-checked, and the Matcher it asks (gRPC)."""
+
+    recheck_interval_s: float = 6 * 3600.0
+    matcher: str = ""  # host:port of jiwoom serve; default: the service's listen address
+    matcher_token: str = ""  # a token allowed to call Match (role officer); the worker makes one when empty
+
+
+@dataclass(frozen=True)
 class Settings:
     limits: MediaLimits = field(default_factory=MediaLimits)
     models: ModelSettings = field(default_factory=ModelSettings)
     match: MatchSettings = field(default_factory=MatchSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+    notices: NoticeSettings = field(default_factory=NoticeSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
     inference: str = "inprocess"  # "inprocess" or "triton"
     triton_url: str = "127.0.0.1:8001"
 
@@ -125,13 +169,16 @@ def with_model_overrides(settings: Settings, overrides: dict[str, str]) -> Setti
 
 
 def load_settings() -> Settings:
-    """Defaults, overridden by JIWOOM_LIMIT_*, JIWOOM_MODEL_*, JIWOOM_MATCH_*, JIWOOM_SERVICE_* and
-    JIWOOM_INFERENCE / JIWOOM_TRITON_URL."""
+    """Defaults, overridden by JIWOOM_LIMIT_*, JIWOOM_MODEL_*, JIWOOM_MATCH_*, JIWOOM_SERVICE_*,
+    JIWOOM_EVIDENCE_*, JIWOOM_NOTICE_*, JIWOOM_MONITOR_* and JIWOOM_INFERENCE / JIWOOM_TRITON_URL."""
     return Settings(
         limits=_from_env(MediaLimits, "JIWOOM_LIMIT_"),
         models=_from_env(ModelSettings, "JIWOOM_MODEL_"),
         match=_from_env(MatchSettings, "JIWOOM_MATCH_"),
         service=_from_env(ServiceSettings, "JIWOOM_SERVICE_"),
+        evidence=_from_env(EvidenceSettings, "JIWOOM_EVIDENCE_"),
+        notices=_from_env(NoticeSettings, "JIWOOM_NOTICE_"),
+        monitor=_from_env(MonitorSettings, "JIWOOM_MONITOR_"),
         inference=os.environ.get("JIWOOM_INFERENCE", "inprocess"),
         triton_url=os.environ.get("JIWOOM_TRITON_URL", "127.0.0.1:8001"),
     )

@@ -72,7 +72,9 @@ class _RunAs:
 def local_postgres(data_dir: Path, *, binaries: Literal["embedded", "system"] = "embedded") -> Iterator[str]:
     """Start (initialising on first use) a cluster in `data_dir`, yield a libpq conninfo for database `jiwoom`.
 
-    The server is stopped (fast shutdown) when the block exits, also when it raises.
+    The server is stopped (fast shutdown) when the block exits, also when it raises. When another live process
+    (a running `jiwoom serve`) already runs the cluster, this attaches to it instead and leaves it running: the
+    evidence, notice and monitor commands work beside the service.
     """
     bindir = _bindir(binaries)
     data_dir = Path(data_dir).resolve()
@@ -84,12 +86,15 @@ def local_postgres(data_dir: Path, *, binaries: Literal["embedded", "system"] = 
     owner = data_dir / "owner.pid"
 
     _initdb_if_needed(bindir, pgdata, run_as)
-    _stop_orphan(pgdata, owner)
+    in_use = _stop_orphan(pgdata, owner)
     socket_dir = _socket_dir(data_dir, run_as)
+    admin = make_conninfo(host=str(socket_dir), port=PORT, user=SUPERUSER, dbname="postgres")
+    if in_use:
+        yield make_conninfo(admin, dbname=DATABASE)
+        return
     proc = _start(bindir, pgdata, socket_dir, logfile, run_as)
     try:
         owner.write_text(f"{os.getpid()}\n")
-        admin = make_conninfo(host=str(socket_dir), port=PORT, user=SUPERUSER, dbname="postgres")
         _create_database(admin, DATABASE)
         yield make_conninfo(admin, dbname=DATABASE)
     finally:
@@ -244,8 +249,8 @@ def _postmaster_of(pid: int, pgdata: Path) -> bool | None:
     return True if os.fsencode(pgdata) in argv else None
 
 
-def _stop_orphan(pgdata: Path, owner_file: Path) -> None:
-    """Deal with a postmaster.pid left by an earlier run.
+def _stop_orphan(pgdata: Path, owner_file: Path) -> bool:
+    """Deal with a postmaster.pid left by an earlier run; True when another live process runs the cluster.
 
     A dead postmaster's file is left to postgres, which removes stale ones. A pid reused by a process that is not
     postgres at all (common after a container restart) would make postgres refuse to start, so that file goes.
@@ -254,16 +259,16 @@ def _stop_orphan(pgdata: Path, owner_file: Path) -> None:
     """
     lines = _read_postmaster_pid(pgdata)
     if not lines or not lines[0].strip().isdigit():
-        return
+        return False
     pid = int(lines[0])
     if not _alive(pid):
-        return
+        return False
     ours = _postmaster_of(pid, pgdata)
     if ours is False:
         (pgdata / "postmaster.pid").unlink(missing_ok=True)
-        return
+        return False
     if ours is None:
-        return  # another postgres got the pid; postgres itself decides whether the file is stale
+        return False  # another postgres got the pid; postgres itself decides whether the file is stale
     try:
         owner = int(owner_file.read_text().strip())
     except (OSError, ValueError):
@@ -271,7 +276,7 @@ def _stop_orphan(pgdata: Path, owner_file: Path) -> None:
     if owner == os.getpid():
         raise RuntimeError(f"a server for {pgdata} is already running in this process (pid {pid})")
     if owner is not None and _alive(owner):
-        raise RuntimeError(f"the cluster in {pgdata} is in use: server pid {pid}, started by process {owner}")
+        return True
     log.warning("stopping orphaned PostgreSQL server %d for %s (its starter is gone)", pid, pgdata)
     os.kill(pid, signal.SIGINT)  # fast shutdown
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -279,6 +284,7 @@ def _stop_orphan(pgdata: Path, owner_file: Path) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"orphaned PostgreSQL server {pid} for {pgdata} did not stop")
         time.sleep(0.05)
+    return False
 
 
 def _start(bindir: Path, pgdata: Path, socket_dir: Path, logfile: Path, run_as: _RunAs) -> subprocess.Popen[bytes]:

@@ -18,6 +18,7 @@ from psycopg import Connection
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from server import chain
 from server.signals import SignalVectors
 
 ROLES = ("crawler", "case_system", "officer", "admin")
@@ -173,11 +174,15 @@ class Store:
             matches = conn.execute(
                 "select count(*) from matches where reference_id = any(%s) or other_reference_id = any(%s)",
                 (ids, ids)).fetchone()[0]
+            # Their evidence goes too (cascade): the log keeps its hashes and records why the payloads went.
+            items = [r[0] for r in conn.execute(
+                "select id from evidence_items where reference_id = any(%s) or case_id = %s", (ids, case_id))]
+            chain.record_forget(conn, items, target)
             conn.execute("delete from reference_media where id = any(%s)", (ids,))
             if case_id is not None:
                 conn.execute("delete from cases where id = %s", (case_id,))
             audit(conn, who, "ForgetCase" if case_id is not None else "ForgetReference", target,
-                  {"references": ids, "matches": matches, "reason": reason})
+                  {"references": ids, "matches": matches, "evidence_items": items, "reason": reason})
         return ids, matches
 
     # -- sightings and the negative bank -----------------------------------------------------------------------

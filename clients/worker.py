@@ -1,0 +1,146 @@
+"""The action worker: evidence capture, notice drafting, sending approved notices, removal checks, in a loop.
+
+`jiwoom serve` runs it in a thread beside the gRPC service (asking the service in-process for re-check matches);
+`jiwoom worker` runs it alone against the same database, asking a running service over gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psycopg_pool import ConnectionPool
+
+from clients.evidence.capture import Browser
+from clients.evidence.vault import Vault, load_master_key
+from clients.evidence.writer import capture_item, enqueue_items, pending_items, record_failure
+from clients.monitor import MatchReferences, check_due
+from clients.notices import Sender, SmtpSettings, load_sites
+from clients.notices.drafts import Drafting, draft_for_item, send_approved
+from clients.web import Fetcher, FetchPolicy
+from server.config import Settings
+
+log = logging.getLogger(__name__)
+CAPTURE_BATCH = 20
+
+
+def master_key_path(settings: Settings) -> Path:
+    configured = settings.evidence.key_file
+    return Path(configured).expanduser() if configured else Path(settings.service.data_dir).expanduser() / \
+        "evidence.key"
+
+
+def open_vault(settings: Settings, *, create: bool = True) -> Vault:
+    return Vault(load_master_key(master_key_path(settings), create=create))
+
+
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    networks = tuple(n.strip() for n in settings.evidence.allow_networks.split(",") if n.strip())
+    return FetchPolicy(max_bytes=settings.evidence.fetch_max_bytes, timeout_s=settings.evidence.fetch_timeout_s,
+                       allow_networks=networks)
+
+
+def sender(settings: Settings) -> Sender:
+    n = settings.notices
+    return Sender(organisation=n.sender_organisation, name=n.sender_name, email=n.sender_email, phone=n.sender_phone)
+
+
+def smtp_settings(settings: Settings) -> SmtpSettings | None:
+    n = settings.notices
+    if not n.smtp_host:
+        return None
+    return SmtpSettings(host=n.smtp_host, port=n.smtp_port, starttls=n.smtp_starttls, ssl=n.smtp_ssl,
+                        username=n.smtp_username or None, password=n.smtp_password or None)
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    pool: ConnectionPool
+    match_references: MatchReferences
+    vault: Vault = field(init=False)
+    drafting: Drafting = field(init=False)
+    _browser: Browser | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.vault = open_vault(self.settings)
+        sites = load_sites(Path(self.settings.notices.sites_file)) if self.settings.notices.sites_file else {}
+        self.drafting = Drafting(sites=sites, sender=sender(self.settings))
+
+    @property
+    def browser(self) -> Browser:
+        if self._browser is None:  # started on the first capture: Chromium costs ~1 s and 200 MB
+            self._browser = Browser().__enter__()
+        return self._browser
+
+    def close(self) -> None:
+        if self._browser is not None:
+            self._browser.__exit__(None, None, None)
+            self._browser = None
+
+    async def capture_pending(self, fetcher: Fetcher) -> dict[str, int]:
+        with self.pool.connection() as conn:
+            queued = enqueue_items(conn, self.vault)
+            items = pending_items(conn, CAPTURE_BATCH)
+        captured = failed = 0
+        for item in items:
+            try:
+                with self.pool.connection() as conn:  # the capture and its draft commit together or not at all
+                    result = await capture_item(
+                        item, conn=conn, vault=self.vault, fetcher=fetcher, browser=self.browser,
+                        page_timeout_s=self.settings.evidence.page_timeout_s,
+                        max_height_px=self.settings.evidence.screenshot_max_height)
+                    draft_for_item(conn, result, self.drafting)
+                captured += 1
+            except Exception as error:
+                log.warning("capturing evidence item %d failed: %s", item.id, error, exc_info=True)
+                with self.pool.connection() as conn:
+                    record_failure(conn, item, error, self.settings.evidence.max_attempts)
+                failed += 1
+        return {"queued": queued, "captured": captured, "failed": failed}
+
+    async def run_once(self) -> dict[str, int]:
+        """One pass of everything; counts of what happened."""
+        async with Fetcher(fetch_policy(self.settings)) as fetcher:
+            counts = await self.capture_pending(fetcher)
+            smtp = smtp_settings(self.settings)
+            if smtp is not None:
+                counts["sent"] = await asyncio.to_thread(
+                    send_approved, self.pool, smtp, self.drafting.sender,
+                    max_attempts=self.settings.notices.max_attempts,
+                    recheck_after_s=self.settings.monitor.recheck_interval_s)
+            checks = await check_due(self.pool, fetcher, self.match_references,
+                                     recheck_after_s=self.settings.monitor.recheck_interval_s)
+            counts.update({f"check_{k}": v for k, v in checks.items()})
+        return counts
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until `stop` is set; a failing pass is logged and retried on the next one."""
+        try:
+            while not stop.is_set():
+                try:
+                    counts = asyncio.run(self.run_once())
+                    if any(counts.values()):
+                        log.info("worker pass: %s", counts)
+                except Exception:
+                    log.exception("worker pass failed")
+                stop.wait(self.settings.evidence.poll_interval_s)
+        finally:
+            self.close()
+
+
+@contextlib.contextmanager
+def worker_thread(worker: Worker):  # type: ignore[no-untyped-def]
+    """Run `worker` in a daemon thread for the duration of the block."""
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), name="jiwoom-worker", daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        stop.set()
+        thread.join(timeout=60)
