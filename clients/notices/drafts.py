@@ -49,8 +49,8 @@ class Drafting:
 
 def draft_for_item(conn: Connection, captured: Captured, drafting: Drafting) -> int:
     """Add a captured item to its site's open draft (or a new one) and re-render the draft; the notice id."""
-    case_id, under_19, page_url, url, priority = conn.execute(
-        "select e.case_id, e.under_19, s.page_url, s.url, e.priority from evidence_items e"
+    case_id, under_19, page_url, url, priority, item_site = conn.execute(
+        "select e.case_id, e.under_19, s.page_url, s.url, e.priority, e.site from evidence_items e"
         " join sightings s on s.id = e.sighting_id where e.id = %s", (captured.item_id,)).fetchone()
     site = site_for(page_url or url, drafting.sites)
     kind = "youth" if under_19 else "ncii"
@@ -59,13 +59,13 @@ def draft_for_item(conn: Connection, captured: Captured, drafting: Drafting) -> 
         "select id, recipient from notices n where state = 'draft' and site = %s and kind = %s"
         " and case_id is not distinct from %s and not exists (select 1 from notice_texts t"
         "   where t.notice_id = n.id and t.edited_by is not null) order by id desc limit 1 for update",
-        (site.host, kind, case_id)).fetchone()
+        (item_site, kind, case_id)).fetchone()
     if row is None:
         language = site.language or guess_language(captured.page_html, site.host)
         notice_id = conn.execute(
             "insert into notices (reference, case_id, kind, site, jurisdiction, language, recipient,"
             " recipient_source, priority) values ('', %s, %s, %s, %s, %s, %s, %s, %s) returning id",
-            (case_id, kind, site.host, jurisdiction(site, captured.page_html), language, recipient, how, priority),
+            (case_id, kind, item_site, jurisdiction(site, captured.page_html), language, recipient, how, priority),
         ).fetchone()[0]
         conn.execute("update notices set reference = %s where id = %s",
                      (f"JW-{datetime.now(UTC):%Y%m%d}-{notice_id:06d}", notice_id))
@@ -100,7 +100,7 @@ def render_texts(conn: Connection, notice_id: int, drafting: Drafting) -> None:
     """(Re)write the generated text in every language; texts an officer edited are kept."""
     reference, site_host, kind, juris = conn.execute(
         "select reference, site, kind, jurisdiction from notices where id = %s", (notice_id,)).fetchone()
-    site = drafting.sites.get(site_host) or Site(site_host)
+    site = site_for(f"http://{site_host}/", drafting.sites)
     items = notice_items(conn, notice_id)
     for language in LANGUAGES:
         subject, body = render_notice(language, site, items, kind=kind, sender=drafting.sender,
