@@ -86,6 +86,27 @@ def test_second_start_on_a_running_cluster_is_refused(cluster_dir: Path) -> None
             pass
 
 
+def test_a_second_process_shares_a_running_cluster(cluster_dir: Path) -> None:
+    """`jiwoom token` or `jiwoom notice` beside a running `jiwoom serve`: they attach and leave it running."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from server.db import local_postgres\n"
+         f"with local_postgres({str(cluster_dir)!r}, binaries='system') as url:\n"
+         "    print(url, flush=True); sys.stdin.read()"],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        url = holder.stdout.readline().strip()
+        assert url, "the holder process did not start the cluster"
+        with local_postgres(cluster_dir, binaries="system") as attached, psycopg.connect(attached) as conn:
+            assert attached == url
+            assert conn.execute("select 1").fetchone() == (1,)
+        with psycopg.connect(url) as conn:  # still up after the second process let go
+            assert conn.execute("select 2").fetchone() == (2,)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert not (cluster_dir / "pgdata" / "postmaster.pid").exists()  # the holder stopped it cleanly
+
+
 def test_start_after_the_postmaster_was_sigkilled(cluster_dir: Path) -> None:
     with local_postgres(cluster_dir, binaries="system") as conninfo:
         with psycopg.connect(conninfo, autocommit=True) as conn:
