@@ -191,7 +191,7 @@ async def capture_item(item: PendingItem, *, conn: Connection, vault: Vault, fet
         "metadata": ("application/json", chain.canonical_json(metadata).encode()),
     }
     if media_bytes:
-        content_type = dict((k.lower(), v) for k, v in media.headers).get("content-type", "") if media else ""
+        content_type = (media.header("content-type") or "") if media else ""
         artefacts["media"] = (content_type.split(";")[0].strip() or "application/octet-stream", media_bytes)
     key = vault.unwrap(item.wrapped_key)
     hashes: dict[str, dict[str, Any]] = {}
@@ -219,7 +219,7 @@ async def capture_item(item: PendingItem, *, conn: Connection, vault: Vault, fet
 
 
 def _charset(fetched: Fetched) -> str:
-    content_type = dict((k.lower(), v) for k, v in fetched.headers).get("content-type", "")
+    content_type = fetched.header("content-type") or ""
     for part in content_type.split(";")[1:]:
         name, _, value = part.strip().partition("=")
         if name.lower() == "charset" and value:

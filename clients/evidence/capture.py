@@ -1,0 +1,331 @@
+"""Evidence capture: full-page screenshots through one headless system Chromium, and WARC files of HTTP exchanges.
+
+The browser is Debian's ``chromium`` driven by Debian's ``chromedriver`` through Selenium; both paths are given
+explicitly so Selenium Manager is never run (it would try to download a browser, and there is no internet).
+The browser is not behind :mod:`clients.web`'s address guard: only point it at URLs that passed that guard.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import math
+import os
+import shutil
+import signal
+import struct
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+from types import TracebackType
+
+import urllib3
+from selenium import webdriver
+from selenium.common.exceptions import (
+    InvalidSessionIdException,
+    NoSuchWindowException,
+    TimeoutException,
+    WebDriverException,
+)
+from selenium.webdriver.chrome.service import Service
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.timeutils import datetime_to_iso_date
+from warcio.warcwriter import WARCWriter
+from yarl import URL
+
+from clients.web import Fetched
+
+__all__ = ["Browser", "BrowserError", "Screenshot", "build_warc"]
+
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
+DEFAULT_CHROMEDRIVER = "/usr/bin/chromedriver"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_WIDTH_PX = 4096  # wider pages are cut at the right edge (and reported truncated)
+_SETTLE_S = 2.0  # at most this long scrolling for lazy images after the load
+_DEAD_SESSION_MARKERS = ("chrome not reachable", "session deleted", "disconnected", "target crashed",
+                         "tab crashed", "no such session", "not connected to devtools")
+
+# Scroll down the page (lazy-loaded images only load when near the viewport), back to the top, then wait a little
+# for images still loading. Bounded by arguments[0] ms; pages taller than arguments[1] px are not scrolled further.
+_SETTLE_JS = """
+const done = arguments[arguments.length - 1];
+const budget = arguments[0], maxHeight = arguments[1];
+const t0 = performance.now();
+const step = Math.max(200, window.innerHeight);
+let y = 0;
+function waitImages() {
+  const pending = Array.from(document.images).filter((img) => !img.complete).length;
+  if (pending === 0 || performance.now() - t0 >= budget) { setTimeout(() => done(pending), 0); }
+  else { setTimeout(waitImages, 50); }
+}
+function scrollStep() {
+  const root = document.scrollingElement || document.documentElement;
+  const height = Math.min(root ? root.scrollHeight : 0, maxHeight);
+  if (y < height && performance.now() - t0 < budget / 2) {
+    window.scrollTo(0, y); y += step; setTimeout(scrollStep, 30);
+  } else { window.scrollTo(0, 0); waitImages(); }
+}
+scrollStep();
+"""
+
+
+class BrowserError(RuntimeError):
+    """The browser could not be started or could not capture the page."""
+
+
+@dataclass(frozen=True)
+class Screenshot:
+    """A full-page PNG and what the browser ended up showing."""
+
+    png: bytes
+    title: str
+    final_url: str
+    width: int  # pixels of the PNG (CSS px: device scale factor is 1)
+    height: int
+    truncated: bool  # the page was taller than max_height_px (or wider than MAX_WIDTH_PX) and was cut
+    load_complete: bool  # False when the load timed out and was stopped; the PNG shows what had rendered
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    if not png.startswith(PNG_SIGNATURE) or png[12:16] != b"IHDR":
+        raise BrowserError("the browser returned something that is not a PNG")
+    width, height = struct.unpack(">II", png[16:24])
+    return width, height
+
+
+def _session_dead(exc: BaseException) -> bool:
+    if isinstance(exc, InvalidSessionIdException | NoSuchWindowException | urllib3.exceptions.HTTPError
+                  | ConnectionError):
+        return True
+    message = str(exc).lower()
+    return any(marker in message for marker in _DEAD_SESSION_MARKERS)
+
+
+class Browser:
+    """One headless Chromium for full-page screenshots; ``with Browser() as b: shot = b.screenshot(url)``.
+
+    Not thread-safe: one screenshot at a time (call it through ``asyncio.to_thread`` from async code). A crashed
+    browser or driver is replaced on the next call.
+    """
+
+    def __init__(self, *, chromium: str | None = None, chromedriver: str | None = None, window_width: int = 1280,
+                 window_height: int = 900, lang: str = "ko-KR") -> None:
+        self.chromium = chromium or os.environ.get("JIWOOM_CHROMIUM") or DEFAULT_CHROMIUM
+        self.chromedriver = chromedriver or os.environ.get("JIWOOM_CHROMEDRIVER") or DEFAULT_CHROMEDRIVER
+        self.window_width = window_width
+        self.window_height = window_height
+        self.lang = lang
+        self._driver: webdriver.Chrome | None = None
+        self._profile: str | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Browser:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start Chromium and chromedriver (a no-op when already running)."""
+        if self._driver is not None:
+            return
+        for what, path in (("chromium", self.chromium), ("chromedriver", self.chromedriver)):
+            if not Path(path).is_file():
+                # Checked here so Selenium never falls back to Selenium Manager (a download).
+                raise BrowserError(f"{what} not found at {path} (set JIWOOM_{what.upper()})")
+        self._profile = tempfile.mkdtemp(prefix="jiwoom-chromium-")
+        options = webdriver.ChromeOptions()
+        options.binary_location = self.chromium
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
+                    "--disable-notifications", "--disable-extensions", "--force-device-scale-factor=1",
+                    f"--window-size={self.window_width},{self.window_height}", f"--lang={self.lang}",
+                    f"--user-data-dir={self._profile}"):
+            options.add_argument(arg)
+        options.add_experimental_option("prefs", {
+            "download_restrictions": 3,  # block all downloads
+            "intl.accept_languages": f"{self.lang},ko,en",
+            "profile.default_content_setting_values.notifications": 2,
+        })
+        options.page_load_strategy = "normal"
+        options.unhandled_prompt_behavior = "dismiss"  # an alert() must not wedge the session
+        try:
+            driver = webdriver.Chrome(service=Service(self.chromedriver), options=options)
+        except WebDriverException as exc:
+            self._cleanup_profile()
+            raise BrowserError(f"cannot start chromium: {exc.msg or exc}") from exc
+        self._driver = driver
+        try:
+            driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "deny"})
+            driver.execute_cdp_cmd("Network.enable", {})
+            # Service workers could answer later navigations from their cache instead of the site.
+            driver.execute_cdp_cmd("Network.setBypassServiceWorker", {"bypass": True})
+        except WebDriverException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Quit the browser and driver and remove the temporary profile; safe to call twice."""
+        driver, self._driver = self._driver, None
+        if driver is not None:
+            try:
+                driver.quit()
+            except Exception:  # a dead driver cannot quit cleanly; the processes are ended below
+                with contextlib.suppress(Exception):
+                    driver.service.stop()
+        self._cleanup_profile()
+
+    def _cleanup_profile(self) -> None:
+        profile, self._profile = self._profile, None
+        if profile is None:
+            return
+        # Chromium processes left behind by a crashed driver are found by our own profile directory.
+        marker = f"--user-data-dir={profile}".encode()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if marker in (proc / "cmdline").read_bytes():
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except (OSError, ValueError):
+                continue
+        shutil.rmtree(profile, ignore_errors=True)
+
+    def _alive(self) -> bool:
+        driver = self._driver
+        if driver is None:
+            return False
+        process = getattr(driver.service, "process", None)
+        return process is None or process.poll() is None
+
+    def restart(self) -> None:
+        """Replace the browser with a fresh one."""
+        self.close()
+        self.start()
+
+    # --- capture ----------------------------------------------------------------------------------------------
+
+    def screenshot(self, url: str, *, timeout_s: float = 30.0, max_height_px: int = 16384) -> Screenshot:
+        """Load ``url`` and capture the whole page (up to ``max_height_px`` tall) as a PNG.
+
+        A page still loading after the page-load timeout is stopped (``window.stop()``) and captured as it
+        rendered, with ``load_complete=False``. If the browser turns out to have died, it is restarted and the
+        capture is tried once more.
+        """
+        if not self._alive():
+            self.restart()
+        try:
+            return self._capture(url, timeout_s, max_height_px)
+        except WebDriverException as exc:
+            if not _session_dead(exc):
+                raise BrowserError(f"capture of {url} failed: {exc.msg or exc}") from exc
+        except (urllib3.exceptions.HTTPError, ConnectionError):
+            pass  # the driver process went away mid-call
+        self.restart()
+        try:
+            return self._capture(url, timeout_s, max_height_px)
+        except (WebDriverException, urllib3.exceptions.HTTPError, ConnectionError) as exc:
+            raise BrowserError(f"capture of {url} failed after restarting the browser: {exc}") from exc
+
+    def _capture(self, url: str, timeout_s: float, max_height_px: int) -> Screenshot:
+        driver = self._driver
+        assert driver is not None
+        deadline = time.monotonic() + timeout_s
+        # Keep part of the time for settling and capturing, so a hanging page still ends near timeout_s.
+        reserve = min(_SETTLE_S + 1.0, timeout_s * 0.25)
+        driver.set_page_load_timeout(max(0.5, timeout_s - reserve))
+        driver.set_script_timeout(_SETTLE_S + 5.0)
+        load_complete = True
+        try:
+            driver.get(url)
+        except TimeoutException:
+            load_complete = False
+            driver.execute_script("window.stop();")
+        settle_ms = min(_SETTLE_S, deadline - time.monotonic() - 0.5) * 1000
+        if settle_ms > 0:
+            # A page that blocks its event loop past the budget is captured as it is.
+            with contextlib.suppress(TimeoutException):
+                driver.execute_async_script(_SETTLE_JS, settle_ms, max_height_px)
+        metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+        content = metrics.get("cssContentSize") or metrics.get("contentSize") or {}
+        viewport = metrics.get("cssLayoutViewport") or {}
+        full_width = max(math.ceil(content.get("width", 0)), int(viewport.get("clientWidth", 0)), 1)
+        full_height = max(math.ceil(content.get("height", 0)), int(viewport.get("clientHeight", 0)), 1)
+        width, height = min(full_width, MAX_WIDTH_PX), min(full_height, max_height_px)
+        result = driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "fromSurface": True,
+            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+        })
+        png = base64.b64decode(result["data"])
+        png_width, png_height = _png_size(png)
+        return Screenshot(png=png, title=driver.title, final_url=driver.current_url, width=png_width,
+                          height=png_height, truncated=(width, height) != (full_width, full_height),
+                          load_complete=load_complete)
+
+
+# --- WARC -------------------------------------------------------------------------------------------------------
+
+
+class _RawStatusAndHeaders(StatusAndHeaders):
+    # warcio percent-encodes non-ASCII header values; latin-1 gives back the exact bytes that were received.
+    def to_ascii_bytes(self, filter_func: object = None) -> bytes:
+        text = self.to_str(filter_func)
+        try:
+            return text.encode("latin-1") + b"\r\n"
+        except UnicodeEncodeError:
+            return text.encode("utf-8") + b"\r\n"
+
+
+def _warc_date(fetched: Fetched) -> str:
+    return datetime_to_iso_date(fetched.fetched_at.astimezone(UTC).replace(tzinfo=None), use_micros=True)
+
+
+def _wire_payload(fetched: Fetched) -> bytes:
+    # aiohttp removes chunked framing; re-frame as one chunk so the recorded headers stay exactly as received and
+    # readers that honour Transfer-Encoding still parse the record (chunk boundaries are not preserved).
+    encodings = [v.lower() for k, v in fetched.headers if k.lower() == "transfer-encoding"]
+    if any("chunked" in e for e in encodings):
+        body = fetched.body
+        return (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"
+    return fetched.body
+
+
+def build_warc(exchanges: list[Fetched], *, warcinfo: dict[str, str], filename: str | None = None) -> bytes:
+    """A gzipped WARC 1.1 file: a warcinfo record, then a request and a response record per exchange.
+
+    Response records hold the status line, the raw headers and the raw body (still content-encoded) of the final
+    hop, with WARC-Target-URI = ``final_url``, WARC-Date = ``fetched_at`` and WARC-IP-Address where known; each
+    request record names its response in WARC-Concurrent-To. warcio adds the block and payload digests.
+    """
+    out = io.BytesIO()
+    writer = WARCWriter(out, gzip=True, warc_version="1.1")
+    writer.write_record(writer.create_warcinfo_record(filename, warcinfo))
+    for fetched in exchanges:
+        date = _warc_date(fetched)
+        resp_headers = {"WARC-Date": date}
+        if fetched.peer_ip:
+            resp_headers["WARC-IP-Address"] = fetched.peer_ip
+        payload = _wire_payload(fetched)
+        response = writer.create_warc_record(
+            fetched.final_url, "response", payload=io.BytesIO(payload), length=len(payload),
+            warc_headers_dict=resp_headers,
+            http_headers=_RawStatusAndHeaders(f"{fetched.status} {fetched.reason}", list(fetched.headers),
+                                              protocol=fetched.http_version))
+        target = URL(fetched.final_url).raw_path_qs or "/"
+        request = writer.create_warc_record(
+            fetched.final_url, "request", warc_headers_dict={"WARC-Date": date},
+            http_headers=_RawStatusAndHeaders(f"GET {target} {fetched.http_version}", list(fetched.request_headers),
+                                              is_http_request=True))
+        request.rec_headers.add_header("WARC-Concurrent-To", response.rec_headers.get_header("WARC-Record-ID"))
+        writer.write_record(request)
+        writer.write_record(response)
+    return out.getvalue()
