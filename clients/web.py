@@ -250,6 +250,18 @@ def _check_url(url: URL, policy: FetchPolicy) -> None:
         raise FetchRefused(f"address not allowed: {host} ({url})")
 
 
+async def url_allowed(url: str, policy: FetchPolicy) -> bool:
+    """Whether every address `url`'s host resolves to is allowed: the check for a URL handed to something that does
+    its own networking (the screenshot browser), which the fetcher's connect-time guard cannot cover."""
+    try:
+        parsed = URL(url)
+        _check_url(parsed, policy)
+        infos = await asyncio.get_running_loop().getaddrinfo(parsed.host, parsed.port or 80, type=socket.SOCK_STREAM)
+    except (FetchRefused, ValueError, OSError):
+        return False
+    return bool(infos) and all(address_allowed(str(info[4][0]), policy) for info in infos)
+
+
 class Fetcher:
     """Guarded fetches over one aiohttp session: ``async with Fetcher(policy) as f: page = await f.fetch(url)``."""
 

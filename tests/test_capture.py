@@ -22,7 +22,15 @@ from warcio.archiveiterator import ArchiveIterator
 
 from bench.fixture_site import FixtureSite, korean_post_page
 from clients.evidence.capture import PNG_SIGNATURE, Browser, BrowserError, Screenshot, build_warc
-from clients.web import Fetched, Fetcher, FetchPolicy, FetchRefused, address_allowed, guarded_socket_factory
+from clients.web import (
+    Fetched,
+    Fetcher,
+    FetchPolicy,
+    FetchRefused,
+    address_allowed,
+    guarded_socket_factory,
+    url_allowed,
+)
 from tests.conftest import ASTRONAUT
 
 LOOPBACK = FetchPolicy(allow_networks=("127.0.0.0/8",))
@@ -323,3 +331,12 @@ async def test_warc_reads_back_with_valid_digests(site: FixtureSite) -> None:
         assert payload == fetched.decoded  # warcio undoes chunking and gzip itself
     assert records[4][5].get_header("Content-Encoding") == "gzip"
     assert records[8][5].get_statuscode() == "404"
+
+
+@pytest.mark.asyncio
+async def test_url_allowed_checks_what_the_browser_would_open() -> None:
+    assert not await url_allowed("http://10.0.0.1/board/1", FetchPolicy())
+    assert not await url_allowed("http://169.254.169.254/latest/meta-data", FetchPolicy())
+    assert not await url_allowed("http://localhost:8080/", FetchPolicy())
+    assert not await url_allowed("file:///etc/passwd", LOOPBACK)
+    assert await url_allowed("http://localhost:8080/", LOOPBACK)

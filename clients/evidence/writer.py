@@ -25,7 +25,7 @@ from psycopg import Connection
 from clients.evidence.capture import Browser, build_warc
 from clients.evidence.reports import ArtefactHash, MatchExplanation, ReportItem
 from clients.evidence.vault import Vault, artefact_context, decrypt, encrypt
-from clients.web import Fetched, Fetcher, FetchRefused
+from clients.web import Fetched, Fetcher, FetchRefused, url_allowed
 from server import chain
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,9 @@ async def capture_item(item: PendingItem, *, conn: Connection, vault: Vault, fet
     errors: list[str] = []
     page, media = await asyncio.gather(_fetch(fetcher, page_url, errors), _fetch(fetcher, item.url, errors))
     security = await _fetch(fetcher, urljoin(page_url, "/.well-known/security.txt"), [])
+    # Chromium does its own networking, past the fetcher's guard: never hand it an address the policy refuses.
+    if not await url_allowed(page_url, fetcher.policy):
+        raise FetchRefused(f"page address not allowed, not opened in the browser: {page_url}")
     shot = await asyncio.to_thread(browser.screenshot, page_url, timeout_s=page_timeout_s,
                                    max_height_px=max_height_px)
     captured_at = datetime.now(UTC)
