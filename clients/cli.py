@@ -120,11 +120,11 @@ def report_command(args: argparse.Namespace) -> int:
                 raise SystemExit("no captured evidence items to report")
             items = report_items(conn, open_vault(settings, create=False), ids)
             audit(conn, who, "EvidenceReport", f"case:{args.case}" if args.case else "items",
-                  {"items": ids, "format": args.format})
+                  {"items": ids, "format": args.format, "reveal": args.reveal})
     title = f"Evidence report: case {args.case}" if args.case else f"Evidence report: items {ids}"
     render = pdf_report if args.format == "pdf" else hwpx_report
     data = render(items, title=title, generated_at=datetime.now(UTC), generated_by=who.name,
-                  language=args.language)
+                  language=args.language, reveal=args.reveal)
     Path(args.output).write_bytes(data)
     print(f"{args.output}: {len(items)} items, {len(data)} bytes")
     return 0
@@ -215,6 +215,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     report.add_argument("--case", help="every captured item of a case")
     report.add_argument("--format", choices=("pdf", "hwpx"), default="pdf")
     report.add_argument("--language", choices=("ko", "en"), default="ko")
+    report.add_argument("--reveal", action="store_true",
+                        help="embed the screenshots unblurred (by default they are blurred and grey)")
     report.add_argument("-o", "--output", required=True)
     report.set_defaults(run=report_command)
 

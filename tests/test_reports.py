@@ -12,6 +12,7 @@ import zipfile
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
 from lxml import etree
 from PIL import Image, ImageDraw
@@ -229,3 +230,25 @@ def test_bad_inputs_fail_clearly(items: list[ReportItem], tmp_path: Path, monkey
     monkeypatch.setenv("JIWOOM_FONT_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="fonts-nanum"):
         pdf_report(items, title=TITLE, generated_at=GENERATED, generated_by="x")
+
+
+def test_screenshots_are_blurred_unless_revealed(items: list[ReportItem]) -> None:
+    def pictures(data: bytes) -> list[Image.Image]:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        return [Image.open(io.BytesIO(archive.read(n))) for n in sorted(archive.namelist())
+                if n.startswith("BinData/")]
+
+    original = Image.open(io.BytesIO(items[0].screenshot_png)).convert("L")
+    blurred = pictures(hwpx_report(items, title=TITLE, generated_at=GENERATED, generated_by="x"))[0]
+    revealed = pictures(hwpx_report(items, title=TITLE, generated_at=GENERATED, generated_by="x", reveal=True))[0]
+    assert blurred.mode == "L" and revealed.mode != "L"
+
+    def detail(image: Image.Image) -> float:  # mean absolute step between neighbouring pixels
+        a = np.asarray(image.convert("L"), dtype=np.float32)
+        return float(np.abs(np.diff(a, axis=1)).mean())
+
+    assert detail(blurred) < 0.5 * detail(original) and detail(revealed) > 0.9 * detail(original)
+    text = subprocess.run(["pdftotext", "-", "-"], input=pdf_report(items, title=TITLE, generated_at=GENERATED,
+                                                                    generated_by="x"),
+                          capture_output=True, check=True, timeout=60).stdout.decode()
+    assert "흐리게 처리" in text

@@ -20,6 +20,7 @@ from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
 from PIL import Image as PILImage
+from PIL import ImageFilter
 
 KST = ZoneInfo("Asia/Seoul")
 DEFAULT_FONT_DIR = Path("/usr/share/fonts/truetype/nanum")
@@ -185,6 +186,11 @@ _LABELS: dict[str, tuple[str, str]] = {
         "The image is tall: only the top {shown} px of {height} px is shown. The full PNG is in the evidence "
         "store under the hash above.",
     ),
+    "screenshot_blurred": (
+        "열람 보호를 위해 흐리게 처리했습니다. 원본은 위 해시로 증거 저장소에 있습니다(원본 포함 보고서: --reveal).",
+        "Blurred to spare the reader; the original is in the evidence store under the hash above (--reveal "
+        "includes it).",
+    ),
     "screenshot_missing": ("화면 캡처가 없습니다.", "No screenshot was captured."),
     "screenshot_unreadable": (
         "화면 캡처를 이미지로 읽을 수 없습니다 (SHA-256 {sha256}). 원본은 증거 저장소에 있습니다.",
@@ -318,16 +324,20 @@ def _match_blocks(n: int, match: MatchExplanation, lang: str) -> list[_Block]:
     return blocks
 
 
-def _screenshot_view(png: bytes) -> _Screenshot:
-    """The screenshot as shown: cropped to its top part when taller than the report's aspect limit."""
+def _screenshot_view(png: bytes, reveal: bool) -> _Screenshot:
+    """The screenshot as shown: cropped to its top part when taller than the report's aspect limit, and blurred
+    and grey unless revealed (text stays legible enough to place the page; the picture does not)."""
     with PILImage.open(io.BytesIO(png)) as image:
         width, height = image.size
         shown = min(height, max(1, int(width * _MAX_SCREENSHOT_ASPECT)))
-        if shown == height and image.format == "PNG":
+        if shown == height and image.format == "PNG" and reveal:
             return _Screenshot(png, width, height, height)
         image.load()
+        view = image.crop((0, 0, width, shown))
+        if not reveal:
+            view = view.convert("L").filter(ImageFilter.GaussianBlur(radius=max(6, width // 160)))
         out = io.BytesIO()
-        image.crop((0, 0, width, shown)).save(out, "PNG")
+        view.save(out, "PNG")
         return _Screenshot(out.getvalue(), width, height, shown)
 
 
@@ -354,7 +364,7 @@ def _item_rows(item: ReportItem, lang: str) -> list[tuple[str, str]]:
     ]
 
 
-def _item_blocks(n: int, total: int, item: ReportItem, lang: str) -> list[_Block]:
+def _item_blocks(n: int, total: int, item: ReportItem, lang: str, reveal: bool) -> list[_Block]:
     reason = _t("reason_under_19" if item.reason == "under_19" else "reason_match", lang)
     blocks = [
         _Block("page_break"),
@@ -395,7 +405,7 @@ def _item_blocks(n: int, total: int, item: ReportItem, lang: str) -> list[_Block
         return blocks
     sha256 = hashlib.sha256(item.screenshot_png).hexdigest()
     try:
-        view = _screenshot_view(item.screenshot_png)
+        view = _screenshot_view(item.screenshot_png, reveal)
     except (OSError, ValueError, PILImage.DecompressionBombError):
         # A broken capture must not stop the report: the original bytes and their hash stay in the store.
         blocks.append(_Block("note", _t("screenshot_unreadable", lang, sha256=sha256)))
@@ -403,12 +413,14 @@ def _item_blocks(n: int, total: int, item: ReportItem, lang: str) -> list[_Block
     caption = _t("screenshot_caption", lang, width=view.width, height=view.height, sha256=sha256)
     if view.shown_height < view.height:
         caption += ". " + _t("screenshot_cropped", lang, shown=view.shown_height, height=view.height)
+    if not reveal:
+        caption += ". " + _t("screenshot_blurred", lang)
     blocks.append(_Block("screenshot", caption, screenshot=view))  # the caption travels with the picture
     return blocks
 
 
 def _document_blocks(
-    items: list[ReportItem], *, title: str, generated_at: datetime, generated_by: str, lang: str
+    items: list[ReportItem], *, title: str, generated_at: datetime, generated_by: str, lang: str, reveal: bool
 ) -> list[_Block]:
     _aware(generated_at, "generated_at")
     for item in items:
@@ -445,7 +457,7 @@ def _document_blocks(
             _Block("table", header=header, cells=cells, widths=(1.2, 2.0, 4.5, 4.5, 3.5)),
         ]
     for n, item in enumerate(items, 1):
-        blocks += _item_blocks(n, len(items), item, lang)
+        blocks += _item_blocks(n, len(items), item, lang, reveal)
     return blocks
 
 
@@ -599,13 +611,15 @@ def _numbered_canvas(footer: str, font: str) -> Any:
 
 
 def pdf_report(
-    items: list[ReportItem], *, title: str, generated_at: datetime, generated_by: str, language: str = "ko"
+    items: list[ReportItem], *, title: str, generated_at: datetime, generated_by: str, language: str = "ko",
+    reveal: bool = False,
 ) -> bytes:
     """Render an evidence report as PDF bytes (A4, Nanum fonts embedded).
 
     A cover block (title, generation time in UTC and KST, author, item count, item list), then one section per
     item: metadata, the match explanation in words, the artefact hashes, the evidence-log entry and the screenshot
-    (cropped to its top part when very tall). ``language`` is "ko" or "en". Raises ValueError on a naive datetime
+    (cropped to its top part when very tall; blurred and grey unless ``reveal``, so that reading a report does not
+    mean watching the material). ``language`` is "ko" or "en". Raises ValueError on a naive datetime
     or an unknown language, FileNotFoundError when the fonts are missing.
     """
     from reportlab.lib.pagesizes import A4
@@ -615,7 +629,8 @@ def pdf_report(
     lang = _language(language)
     paths = font_paths()
     regular, bold, mono = _register_fonts(paths["regular"], paths["bold"], paths["mono"])
-    blocks = _document_blocks(items, title=title, generated_at=generated_at, generated_by=generated_by, lang=lang)
+    blocks = _document_blocks(items, title=title, generated_at=generated_at, generated_by=generated_by, lang=lang,
+                              reveal=reveal)
     styles = _pdf_styles(regular, bold, mono)
     out = io.BytesIO()
     doc = SimpleDocTemplate(
@@ -654,7 +669,8 @@ def _hwpx_cell(table: Any, row: int, col: int, text: str, char_pr: str) -> None:
 
 
 def hwpx_report(
-    items: list[ReportItem], *, title: str, generated_at: datetime, generated_by: str, language: str = "ko"
+    items: list[ReportItem], *, title: str, generated_at: datetime, generated_by: str, language: str = "ko",
+    reveal: bool = False,
 ) -> bytes:
     """Render the same evidence report as HWPX bytes (the format Korean agencies file), without Hangul.
 
@@ -664,7 +680,8 @@ def hwpx_report(
     from hwpx import HwpxDocument, validate_package
 
     lang = _language(language)
-    blocks = _document_blocks(items, title=title, generated_at=generated_at, generated_by=generated_by, lang=lang)
+    blocks = _document_blocks(items, title=title, generated_at=generated_at, generated_by=generated_by, lang=lang,
+                              reveal=reveal)
     doc = HwpxDocument.new()
     doc.validate_on_save = True  # schema errors raise on save instead of reaching an officer's Hangul
     try:
