@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import sys
 import threading
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -142,6 +143,11 @@ class FixtureSite:
     @property
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> bytes:
+        """The body served at `path`, downloaded as a crawler would (counts as a hit)."""
+        with urllib.request.urlopen(self.url(path), timeout=10) as response:
+            return response.read()
 
     def url(self, path: str) -> str:
         """The absolute URL of ``path`` on this site."""

@@ -71,7 +71,7 @@ def run_burst(n: int, seed: int = 7) -> dict[str, float | int]:
                 site.put(f"/board/{i}", korean_post_page(f"게시물 {i} (benign bench fixture)", "익명", "3시간 전",
                                                          "벤치마크용 게시물입니다.", [f"/img/{i}.jpg"]))
             site.put("/.well-known/security.txt", b"Contact: mailto:abuse@bench.example\n", content_type="text/plain")
-            crawler.match(site_bytes(site, "/img/0.jpg"))  # models load lazily: not part of the timing
+            crawler.match(site.get("/img/0.jpg"))  # models load lazily: not part of the timing
             started: dict[int, float] = {}
             match_s: list[float] = []
             burst_start = time.time()
@@ -81,7 +81,7 @@ def run_burst(n: int, seed: int = 7) -> dict[str, float | int]:
                     source = pb.Source(url=site.url(f"/img/{i}.jpg"), page_url=site.url(f"/board/{i}"),
                                        site=site.origin, title=f"게시물 {i} (benign bench fixture)")
                     t0 = time.time()
-                    reply = crawler.match(site_bytes(site, f"/img/{i}.jpg"), source=source)
+                    reply = crawler.match(site.get(f"/img/{i}.jpg"), source=source)
                     match_s.append(time.time() - t0)
                     started[reply.sighting_id] = t0
 
@@ -98,13 +98,6 @@ def run_burst(n: int, seed: int = 7) -> dict[str, float | int]:
             "match_s_median": statistics.median(match_s),
             "item_s_median": statistics.median(per_item), "item_s_max": per_item[-1],
             "item_s_p95": per_item[min(len(per_item) - 1, int(0.95 * len(per_item)))], "burst_s": burst_s}
-
-
-def site_bytes(site: FixtureSite, path: str) -> bytes:
-    import urllib.request
-
-    with urllib.request.urlopen(site.url(path), timeout=10) as response:
-        return response.read()
 
 
 def wait_for_drafts(url: str, started: dict[int, float], crawling: threading.Thread, timeout_s: float

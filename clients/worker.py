@@ -87,13 +87,14 @@ class Worker:
             queued = enqueue_items(conn, self.vault)
             items = pending_items(conn, CAPTURE_BATCH)
         captured = failed = 0
+        security_txts: dict[str, str | None] = {}
         for item in items:
             try:
                 with self.pool.connection() as conn:  # the capture and its draft commit together or not at all
                     result = await capture_item(
                         item, conn=conn, vault=self.vault, fetcher=fetcher, browser=self.browser,
                         page_timeout_s=self.settings.evidence.page_timeout_s,
-                        max_height_px=self.settings.evidence.screenshot_max_height)
+                        max_height_px=self.settings.evidence.screenshot_max_height, security_txts=security_txts)
                     draft_for_item(conn, result, self.drafting)
                 captured += 1
             except Exception as error:

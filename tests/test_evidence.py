@@ -129,15 +129,7 @@ def crawl(flow: Flow, site: FixtureSite, page: str, media: str, title: str = TIT
     """What the crawler does for one post: Match with the page's metadata, so a sighting is recorded."""
     source = pb.Source(url=site.url(media), page_url=site.url(page), site=site.origin, title=title, author="익명123")
     source.posted_at.FromDatetime(datetime(2026, 11, 21, 5, 3, tzinfo=UTC))
-    data = site_data(site, media)
-    return flow.clients["crawler"].match(data, source=source)
-
-
-def site_data(site: FixtureSite, path: str) -> bytes:
-    import urllib.request
-
-    with urllib.request.urlopen(site.url(path), timeout=10) as response:
-        return response.read()
+    return flow.clients["crawler"].match(site.get(media), source=source)
 
 
 def test_match_is_captured_as_encrypted_chained_evidence(flow: Flow, corpus: Path) -> None:

@@ -12,17 +12,17 @@ import io
 import math
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from xml.sax.saxutils import escape
-from zoneinfo import ZoneInfo
 
 from PIL import Image as PILImage
 from PIL import ImageFilter
 
-KST = ZoneInfo("Asia/Seoul")
+from clients import KST
+
 DEFAULT_FONT_DIR = Path("/usr/share/fonts/truetype/nanum")
 LANGUAGES = ("ko", "en")
 
@@ -258,7 +258,7 @@ def _aware(moment: datetime, what: str) -> datetime:
 
 
 def _utc(moment: datetime) -> str:
-    return moment.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _kst(moment: datetime) -> str:
@@ -750,7 +750,7 @@ def hwpx_report(
         doc.page.set_page_number(format="page/total", prefix=prefix, suffix=suffix)
         # The skeleton ships someone else's author and dates: clear them, then say who made this and when.
         doc.parts.clear_document_metadata(keep=("language",))
-        stamp = generated_at.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = generated_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         doc.parts.set_document_metadata(
             title=_clean(title, lang), creator=_clean(generated_by, lang), created_date=stamp, modified_date=stamp
         )

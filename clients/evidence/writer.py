@@ -13,23 +13,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
-from zoneinfo import ZoneInfo
 
 from psycopg import Connection
 
+from clients import KST
 from clients.evidence.capture import Browser, build_warc
 from clients.evidence.reports import ArtefactHash, MatchExplanation, ReportItem
 from clients.evidence.vault import Vault, artefact_context, decrypt, encrypt
 from clients.web import Fetched, Fetcher, FetchRefused, url_allowed
 from server import chain
 
-log = logging.getLogger(__name__)
-KST = ZoneInfo("Asia/Seoul")
 PRIORITY_UNDER_19 = 100  # Korean law lets the centre act on these without a victim's request: they go first
 PRIORITY_MATCH = 10
 ENQUEUE_BATCH = 500
@@ -155,12 +152,13 @@ async def _fetch(fetcher: Fetcher, url: str, errors: list[str]) -> Fetched | Non
 
 
 async def capture_item(item: PendingItem, *, conn: Connection, vault: Vault, fetcher: Fetcher, browser: Browser,
-                       page_timeout_s: float, max_height_px: int) -> Captured:
-    """Capture one item and store it (encrypted, logged) in the caller's transaction."""
+                       page_timeout_s: float, max_height_px: int,
+                       security_txts: dict[str, str | None] | None = None) -> Captured:
+    """Capture one item and store it (encrypted, logged) in the caller's transaction. `security_txts` caches each
+    site's security.txt across the items of one pass, so a burst from one site asks for it once."""
     page_url = item.page_url or item.url
     errors: list[str] = []
     page, media = await asyncio.gather(_fetch(fetcher, page_url, errors), _fetch(fetcher, item.url, errors))
-    security = await _fetch(fetcher, urljoin(page_url, "/.well-known/security.txt"), [])
     # Chromium does its own networking, past the fetcher's guard: never hand it an address the policy refuses.
     if not await url_allowed(page_url, fetcher.policy):
         raise FetchRefused(f"page address not allowed, not opened in the browser: {page_url}")
@@ -216,9 +214,12 @@ async def capture_item(item: PendingItem, *, conn: Connection, vault: Vault, fet
         " capture_attempts = capture_attempts + 1, capture_error = %s where id = %s",
         (captured_at, entry.seq, "; ".join(errors)[:2000], item.id))
     page_html = page.decoded.decode(_charset(page), errors="replace") if page and page.status < 400 else None
-    security_txt = (security.decoded.decode("utf-8", errors="replace")
-                    if security and security.status == 200 else None)
-    return Captured(item.id, page_html, security_txt)
+    cache = {} if security_txts is None else security_txts
+    if item.site not in cache:
+        security = await _fetch(fetcher, urljoin(page_url, "/.well-known/security.txt"), [])
+        cache[item.site] = (security.decoded.decode("utf-8", errors="replace")
+                            if security and security.status == 200 else None)
+    return Captured(item.id, page_html, cache[item.site])
 
 
 def _charset(fetched: Fetched) -> str:

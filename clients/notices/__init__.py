@@ -18,18 +18,19 @@ import ssl
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
+
+from clients import KST
 
 __all__ = [
     "LANGUAGES",
@@ -56,10 +57,6 @@ LANGUAGES = ("ko", "en", "zh", "ja", "ru", "vi", "es")
 KINDS = ("ncii", "youth")
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
-try:
-    KST: tzinfo = ZoneInfo("Asia/Seoul")
-except ZoneInfoNotFoundError:  # minimal images without tzdata; Korea has had no DST since 1988
-    KST = timezone(timedelta(hours=9), "KST")
 
 
 # --------------------------------------------------------------------------------------------------------------------
