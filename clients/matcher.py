@@ -66,9 +66,10 @@ class MatcherClient:
         return self._call("ConfigureCase", pb.ConfigureCaseRequest(  # type: ignore[return-value]
             case_id=case_id, thresholds=thresholds))
 
-    def mark_benign(self, media: bytes | None = None, sighting_id: int | None = None, note: str = ""
-                    ) -> pb.MarkBenignResponse:
-        request = pb.MarkBenignRequest(note=note)
+    def mark_benign(self, media: bytes | None = None, sighting_id: int | None = None, note: str = "",
+                    case_id: str = "") -> pb.MarkBenignResponse:
+        """Into the negative bank of every case, or with case_id only of that case ("not this victim")."""
+        request = pb.MarkBenignRequest(note=note, case_id=case_id)
         if media is not None:
             request.media = media
         else:

@@ -382,7 +382,8 @@ class MatcherServicer(pb_grpc.MatcherServicer):
             content = request.WhichOneof("content")
             benign_id = self.service.mark_benign(
                 _principal.get(), data=request.media if content == "media" else None,
-                sighting_id=request.sighting_id if content == "sighting_id" else None, note=request.note)
+                sighting_id=request.sighting_id if content == "sighting_id" else None, note=request.note,
+                case_id=request.case_id or None)
             return pb.MarkBenignResponse(benign_id=benign_id)
 
         return self._call(context, work)  # type: ignore[return-value]

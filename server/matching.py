@@ -8,7 +8,7 @@ voting) are merged into one segment, with start and end in both videos. Images a
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -102,6 +102,17 @@ def benign_frames(hits: dict[str, Hits], queries: dict[str, SignalVectors]) -> s
     return frames
 
 
+def benign_frames_by_case(hits: dict[str, Hits], queries: dict[str, SignalVectors],
+                          case_of: Callable[[int], str | None]) -> dict[str | None, set[int]]:
+    """`benign_frames` grouped by the case each hit's bank entry applies to (None: every case)."""
+    out: dict[str | None, set[int]] = defaultdict(set)
+    for name, found in hits.items():
+        frames = queries[name].frames[found.query_rows].tolist()
+        for owner, frame in zip(found.owners.tolist(), frames, strict=True):
+            out[case_of(owner)].add(frame)
+    return dict(out)
+
+
 class Searchable(Protocol):
     """What `match_library` needs of a library (server.library.Library)."""
 
@@ -113,11 +124,51 @@ class Searchable(Protocol):
 
 def match_library(library: Searchable, queries: dict[str, SignalVectors], radius: dict[str, float],
                   thresholds_of: Callable[[int], Thresholds], features: MediaFeatures | None,
-                  settings: MatchSettings, excluded_frames: set[int] | frozenset[int] = frozenset()
+                  settings: MatchSettings, excluded_frames: set[int] | frozenset[int] = frozenset(),
+                  case_excluded: Mapping[str, set[int]] | None = None, case_of: Callable[[int], str] | None = None,
                   ) -> list[MatchResult]:
-    """Search a library within `radius` and decide matches: the one path the service and the benchmarks use."""
+    """Search a library within `radius` and decide matches: the one path the service and the benchmarks use.
+
+    `excluded_frames` are skipped for every owner; `case_excluded` adds frames skipped only for the owners of one
+    case (`case_of` names an owner's case): the per-case negative bank."""
     hits = library.search(queries, radius, settings)
-    return decide(queries, hits, library.target_times, thresholds_of, features, settings, excluded_frames)
+    results = decide(queries, hits, library.target_times, thresholds_of, features, settings, excluded_frames)
+    if not case_excluded:
+        return results
+    if case_of is None:
+        raise ValueError("case_excluded needs case_of")
+    return redecide_cases(results, queries, hits, library.target_times, thresholds_of, features, settings,
+                          excluded_frames, case_excluded, case_of)
+
+
+def redecide_cases(
+    results: list[MatchResult],
+    queries: dict[str, SignalVectors],
+    hits: dict[str, Hits],
+    target_times: Callable[[str, np.ndarray, np.ndarray], np.ndarray],
+    thresholds_of: Callable[[int], Thresholds],
+    features: MediaFeatures | None,
+    settings: MatchSettings,
+    excluded_frames: set[int] | frozenset[int],
+    case_excluded: Mapping[str, set[int]],
+    case_of: Callable[[int], str],
+) -> list[MatchResult]:
+    """Replace, in `results` (decided with `excluded_frames`), the matches of each case in `case_excluded`: those
+    are decided again over the same hits, restricted to the case's owners, with the case's frames excluded too.
+    The search is not repeated; cases without frames of their own keep their results."""
+    extra = {case: set(frames) - excluded_frames for case, frames in case_excluded.items()}
+    extra = {case: frames for case, frames in extra.items() if frames}
+    if not extra:
+        return results
+    kept = [r for r in results if case_of(r.owner) not in extra]
+    for case, frames in extra.items():
+        own = {}
+        for name, found in hits.items():
+            mask = np.fromiter((case_of(o) == case for o in found.owners.tolist()), bool, len(found))
+            own[name] = Hits(found.query_rows[mask], found.owners[mask], found.locals[mask], found.scores[mask])
+        kept += decide(queries, own, target_times, thresholds_of, features, settings, excluded_frames | frames)
+    kept.sort(key=_result_order)
+    return kept
 
 
 def decide(
@@ -162,8 +213,12 @@ def decide(
                     query_box=tuple(float(v) for v in query.boxes[found.query_rows[best]]),  # type: ignore[arg-type]
                     faces=tuple(faces),
                 ))
-    results.sort(key=lambda m: (m.owner, m.signal, -m.score if not SIGNALS[m.signal].lower_is_closer else m.score))
+    results.sort(key=_result_order)
     return results
+
+
+def _result_order(m: MatchResult) -> tuple[int, str, float]:
+    return m.owner, m.signal, -m.score if not SIGNALS[m.signal].lower_is_closer else m.score
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from server.errors import DeadlineExceeded, InvalidInput, NotFound
 from server.features import MediaFeatures
 from server.inference import Inference
 from server.library import IndexStat, Library
-from server.matching import FaceReport, MatchResult, Thresholds, benign_frames, face_reports, match_library
+from server.matching import FaceReport, MatchResult, Thresholds, benign_frames_by_case, face_reports, match_library
 from server.media import IMAGE_FORMATS, decode_media, sniff_format
 from server.models.pdq import hex_to_hash
 from server.signals import SIGNALS, SignalVectors, whole_frames
@@ -35,6 +35,7 @@ MATCH_FAMILIES = frozenset({"pdq", "embedding", "faces", "age"})
 REFERENCE_FAMILIES = frozenset({"pdq", "embedding", "faces"})
 MAX_HASHES = 1000  # per hash-only reference
 BENIGN_SIGNALS = ("pdq", "embedding")  # the negative bank holds whole frames: near copies, not faces
+Excluded = dict[str | None, set[int]]  # query frames in the negative bank, by the case it applies to (None: every)
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,9 @@ class MatchingService:
         self.defaults = Thresholds.defaults(settings.match)
         self._case_thresholds: dict[str, Thresholds] = {}
         self._reference_cases: dict[int, str] = {}
-        # Reference writes and forgets each hold this from the commit to the index update, so the index never
-        # keeps a reference the database has forgotten. Feature extraction runs outside it.
+        self._benign_cases: dict[int, str | None] = {}  # negative-bank entry -> its case (None: every case)
+        # Reference and negative-bank writes and forgets each hold this from the commit to the index update, so
+        # the index never keeps an entry the database has forgotten. Feature extraction runs outside it.
         self._write_lock = threading.Lock()
         self._snapshot_lock = threading.Lock()
         self._stop = threading.Event()
@@ -99,6 +101,7 @@ class MatchingService:
         for name in ("references", "sightings", "benign"):
             self.libraries[name] = self._reconcile(name)
         self._reference_cases = self.store.reference_cases()
+        self._benign_cases = self.store.benign_cases()
         self._case_thresholds = {case: self.defaults.with_overrides(t)
                                  for case, t in self.store.case_thresholds().items()}
         if self.snapshot_dir is not None:
@@ -198,19 +201,27 @@ class MatchingService:
 
     # -- matching -------------------------------------------------------------------------------------------------
 
-    def _benign(self, queries: dict[str, SignalVectors]) -> set[int]:
+    def _benign(self, queries: dict[str, SignalVectors]) -> Excluded:
         library = self.libraries["benign"]
         if not len(library):
-            return set()
+            return {}
         benign_queries = {"pdq": queries["pdq"], "embedding": whole_frames(queries["embedding"])}
         radius = {"pdq": self.defaults.pdq, "embedding": self.match_settings.benign_embedding_min_similarity}
         hits = library.search(benign_queries, radius, self.match_settings)
-        return benign_frames(hits, benign_queries)
+        # An entry missing from the map is being forgotten with its case (it leaves the index first): it gets
+        # case "", dropped here, so it suppresses nothing rather than everything.
+        excluded = benign_frames_by_case(hits, benign_queries, lambda owner: self._benign_cases.get(owner, ""))
+        excluded.pop("", None)
+        return excluded
 
     def _match_references(self, queries: dict[str, SignalVectors], features: MediaFeatures | None,
-                          excluded: set[int], skip_owners: set[int] = frozenset()) -> list[TargetMatch]:
+                          excluded: Excluded, skip_owners: set[int] = frozenset()) -> list[TargetMatch]:
+        """One search; matches to a case with its own negative-bank frames are decided again without them."""
+        by_case = {case: frames for case, frames in excluded.items() if case is not None}
         results = match_library(self.libraries["references"], queries, self._search_radius(),
-                                self._reference_thresholds, features, self.match_settings, excluded)
+                                self._reference_thresholds, features, self.match_settings,
+                                excluded.get(None, set()), by_case,
+                                lambda owner: self._reference_cases.get(owner, ""))
         return [TargetMatch(r, reference_id=r.owner, case_id=self._reference_cases.get(r.owner, ""))
                 for r in results if r.owner not in skip_owners and r.owner in self._reference_cases]
 
@@ -238,10 +249,10 @@ class MatchingService:
         check_deadline(deadline, "matching")
         queries = self._vectors(features, query=True)
         excluded = self._benign(queries)
-        outcome = MatchOutcome(media=media, benign=bool(excluded))
+        outcome = MatchOutcome(media=media, benign=any(excluded.values()))
         outcome.matches = self._match_references(queries, features, excluded)
-        if include_sightings:
-            outcome.matches += self._match_sightings(queries, features, self.defaults, excluded)
+        if include_sightings:  # sightings belong to no case: only the bank of every case applies
+            outcome.matches += self._match_sightings(queries, features, self.defaults, excluded.get(None, set()))
         outcome.youth_faces = face_reports(features, self.match_settings, only_under_19=True)
         if source is not None:
             check_deadline(deadline, "recording the sighting")
@@ -296,11 +307,15 @@ class MatchingService:
 
     def _retro_hunt(self, who: Principal, reference_id: int, case_id: str, queries: dict[str, SignalVectors],
                     features: MediaFeatures | None) -> list[TargetMatch]:
-        """What a new reference already matches: crawled media (sightings) and other cases' references."""
+        """What a new reference already matches: crawled media (sightings) and other cases' references.
+        Sightings an officer rejected for this case (or judged benign) are not found again."""
         thresholds = self.thresholds_for_case(case_id)
         found = self._match_sightings(queries, features, thresholds)
+        if found:
+            rejected = self.store.rejected_sightings(case_id, {m.sighting_id for m in found})
+            found = [m for m in found if m.sighting_id not in rejected]
         same_case = {r for r, c in self._reference_cases.copy().items() if c == case_id}  # copy: atomic
-        found += self._match_references(queries, features, set(), skip_owners=same_case)
+        found += self._match_references(queries, features, {}, skip_owners=same_case)
         records = [_record(m, reference_id=reference_id, found_by="retro_hunt") for m in found]
         self.store.add_matches(who, records, "RetroHunt", f"reference:{reference_id}")
         return found
@@ -309,17 +324,20 @@ class MatchingService:
                reason: str = "") -> tuple[int, int]:
         """Delete references and everything derived: rows, index entries, and snapshot files holding them."""
         with self._write_lock:
-            ids, matches = self.store.forget_references(who, reference_id=reference_id, case_id=case_id,
-                                                        reason=reason)
+            ids, matches, benign = self.store.forget_references(who, reference_id=reference_id, case_id=case_id,
+                                                                reason=reason)
             if not ids and reference_id is not None:
                 raise NotFound(f"no reference {reference_id}")
             self.libraries["references"].remove(ids)
             for owner in ids:
                 self._reference_cases.pop(owner, None)
+            self.libraries["benign"].remove(benign)  # before the map: see _benign
+            for owner in benign:
+                self._benign_cases.pop(owner, None)
             if case_id is not None:
                 self._case_thresholds.pop(case_id, None)
         # The old snapshot still holds the forgotten vectors: replace it now, not at the next interval.
-        self.snapshot(("references",), force=True)
+        self.snapshot(("references", "benign") if benign else ("references",), force=True)
         return len(ids), matches
 
     def configure_case(self, who: Principal, case_id: str, overrides: dict[str, float]) -> tuple[Thresholds, int]:
@@ -332,8 +350,9 @@ class MatchingService:
         return thresholds, references
 
     def mark_benign(self, who: Principal, *, data: bytes | None = None, sighting_id: int | None = None,
-                    note: str = "") -> int:
-        """Put media into the negative bank: its whole frames (PDQ and embedding) suppress matches from then on."""
+                    note: str = "", case_id: str | None = None) -> int:
+        """Put media into the negative bank: its whole frames (PDQ and embedding) suppress matches from then on,
+        to every case's references, or with a case_id (an officer's "not this victim") to that case's only."""
         if data is not None:
             features, _ = self._features(data, frozenset({"pdq", "embedding"}))
             vectors = self._vectors(features, query=False)
@@ -346,8 +365,12 @@ class MatchingService:
             raise InvalidInput("benign media needs bytes or a sighting id")
         bank = {"pdq": vectors.get("pdq", SignalVectors.empty(32, np.uint8)),
                 "embedding": whole_frames(vectors.get("embedding", SignalVectors.empty(512)))}
-        benign_id = self.store.add_benign(who, bank, sighting_id, note)
-        self.libraries["benign"].add(benign_id, bank)
+        with self._write_lock:  # a ForgetCase meanwhile must find this entry in the index to remove it
+            benign_id = self.store.add_benign(who, bank, sighting_id, note, case_id)
+            if benign_id is None:
+                raise NotFound(f"no case {case_id!r}")
+            self._benign_cases[benign_id] = case_id  # before the index: see _benign
+            self.libraries["benign"].add(benign_id, bank)
         return benign_id
 
     def stats(self) -> tuple[dict[str, int], list[IndexStat]]:

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from psycopg import Connection
@@ -75,6 +75,12 @@ class MatchRecord:
     found_by: Literal["match", "retro_hunt"]
     sighting_id: int | None = None
     other_reference_id: int | None = None
+
+
+class Forgotten(NamedTuple):
+    references: list[int]  # ids deleted
+    matches: int  # matches deleted with them
+    benign: list[int]  # negative-bank entries of a forgotten case
 
 
 def token_digest(token: str) -> bytes:
@@ -161,9 +167,9 @@ class Store:
             return dict(conn.execute("select id, case_id from reference_media").fetchall())
 
     def forget_references(self, who: Principal, *, reference_id: int | None = None, case_id: str | None = None,
-                          reason: str = "") -> tuple[list[int], int]:
-        """Delete references (one, or a whole case with the case itself) and everything derived from them.
-        Returns the deleted reference ids and the number of matches deleted with them."""
+                          reason: str = "") -> Forgotten:
+        """Delete references (one, or a whole case with the case itself and its negative bank) and everything
+        derived from them."""
         with self.pool.connection() as conn:
             if reference_id is not None:
                 ids = [r[0] for r in conn.execute("select id from reference_media where id = %s", (reference_id,))]
@@ -179,11 +185,14 @@ class Store:
                 "select id from evidence_items where reference_id = any(%s) or case_id = %s", (ids, case_id))]
             chain.record_forget(conn, items, target)
             conn.execute("delete from reference_media where id = any(%s)", (ids,))
-            if case_id is not None:
+            benign: list[int] = []
+            if case_id is not None:  # the case's negative bank goes with it (on delete cascade)
+                benign = [r[0] for r in conn.execute("select id from benign_media where case_id = %s", (case_id,))]
                 conn.execute("delete from cases where id = %s", (case_id,))
             audit(conn, who, "ForgetCase" if case_id is not None else "ForgetReference", target,
-                  {"references": ids, "matches": matches, "evidence_items": items, "reason": reason})
-        return ids, matches
+                  {"references": ids, "matches": matches, "evidence_items": items, "benign": benign,
+                   "reason": reason})
+        return Forgotten(ids, matches, benign)
 
     # -- sightings and the negative bank -----------------------------------------------------------------------
 
@@ -219,15 +228,35 @@ class Store:
             return {row[0]: SourceRecord(*row[1:]) for row in rows}
 
     def add_benign(self, who: Principal, vectors: dict[str, SignalVectors], sighting_id: int | None,
-                   note: str) -> int:
+                   note: str, case_id: str | None = None) -> int | None:
+        """Put media into the negative bank of every case (case_id None) or of one case; None if that case does
+        not exist."""
         with self.pool.connection() as conn:
+            # `for share`: a concurrent ForgetCase cannot delete the case between this check and the insert
+            if case_id is not None and conn.execute("select 1 from cases where id = %s for share",
+                                                    (case_id,)).fetchone() is None:
+                return None
             benign_id = conn.execute(
-                "insert into benign_media (sighting_id, note, created_by) values (%s, %s, %s) returning id",
-                (sighting_id, note, who.name)).fetchone()[0]
+                "insert into benign_media (sighting_id, note, created_by, case_id) values (%s, %s, %s, %s)"
+                " returning id", (sighting_id, note, who.name, case_id)).fetchone()[0]
             _insert_vectors(conn, "benign", benign_id, vectors)
-            audit(conn, who, "MarkBenign", f"benign:{benign_id}",
-                  {"sighting": sighting_id} if sighting_id else {})
+            detail: dict[str, Any] = {"sighting": sighting_id} if sighting_id else {}
+            if case_id is not None:
+                detail["case"] = case_id
+            audit(conn, who, "MarkBenign", f"benign:{benign_id}", detail)
         return benign_id
+
+    def benign_cases(self) -> dict[int, str | None]:
+        """Each negative-bank entry's case (None: it applies to every case)."""
+        with self.pool.connection() as conn:
+            return dict(conn.execute("select id, case_id from benign_media").fetchall())
+
+    def rejected_sightings(self, case_id: str, sighting_ids: Iterable[int]) -> set[int]:
+        """Those of the sightings put into the negative bank of this case or of every case."""
+        with self.pool.connection() as conn:
+            rows = conn.execute("select sighting_id from benign_media where sighting_id = any(%s)"
+                                " and (case_id = %s or case_id is null)", (list(sighting_ids), case_id))
+            return {r[0] for r in rows}
 
     # -- matches, audit, stats --------------------------------------------------------------------------------
 

@@ -6,7 +6,15 @@ import numpy as np
 
 from server.config import MatchSettings
 from server.features import Face, FrameFeatures, MediaFeatures
-from server.matching import Thresholds, benign_frames, decide, face_reports, segments
+from server.matching import (
+    Thresholds,
+    benign_frames,
+    benign_frames_by_case,
+    decide,
+    face_reports,
+    redecide_cases,
+    segments,
+)
 from server.signals import Hits, SignalVectors, whole_frames
 
 SETTINGS = MatchSettings()
@@ -59,6 +67,25 @@ def test_decide_skips_frames_of_benign_media() -> None:
     results = decide(queries, hits, lambda _s, o, loc: loc.astype(np.float32), lambda _o: Thresholds.defaults(SETTINGS),
                      None, SETTINGS, excluded_frames={0})
     assert len(results) == 1 and results[0].matched_frames == 2 and results[0].score == 4
+
+
+def test_a_cases_own_negative_bank_frames_are_skipped_for_its_owners_only() -> None:
+    queries = {"pdq": rows(3)}
+    # owners 5 (case a) and 6 (case b) both hit all three query frames
+    hits = {"pdq": Hits(np.array([0, 1, 2, 0, 1, 2]), np.array([5, 5, 5, 6, 6, 6]), np.array([0, 1, 2, 0, 1, 2]),
+                        np.array([3, 4, 5, 3, 4, 5], np.float32))}
+    args = (queries, hits, lambda _s, o, loc: loc.astype(np.float32), lambda _o: Thresholds.defaults(SETTINGS),
+            None, SETTINGS)
+    everywhere = {2}
+    first = decide(*args, excluded_frames=everywhere)
+    results = redecide_cases(first, *args, everywhere, {"a": {0}, "b": {2}}, {5: "a", 6: "b"}.__getitem__)
+    assert [(r.owner, r.matched_frames, r.score) for r in results] == [(5, 1, 4), (6, 2, 3)]
+
+
+def test_benign_frames_by_case() -> None:
+    queries = {"pdq": rows(4, frames=[0, 0, 1, 2])}
+    hits = {"pdq": Hits(np.array([1, 2, 3]), np.array([9, 8, 9]), np.array([0, 0, 0]), np.array([0, 1, 2], np.float32))}
+    assert benign_frames_by_case(hits, queries, {9: None, 8: "a"}.__getitem__) == {None: {0, 2}, "a": {1}}
 
 
 def test_benign_frames_are_the_query_frames_hit() -> None:

@@ -24,7 +24,8 @@ from clients.matcher import MatcherClient, open_channel
 from server.app import Running, running_service
 from server.config import ServiceSettings, Settings
 from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
-from server.store import ROLES
+from server.service import MatchingService
+from server.store import ROLES, Principal
 from tests.conftest import ASTRONAUT, fresh_database
 
 REFERENCES = ["img_0010.jpg", "img_0050.jpg", "img_0100.jpg", ASTRONAUT]
@@ -357,6 +358,62 @@ def test_negative_bank_suppresses_known_benign_media(served: Served, corpus: Pat
     assert again.benign and not reference_hits(again)
     # Unrelated copies of other references still match
     assert reference_hits(served.client("crawler").match(jpeg(image(corpus, "img_0010.jpg"))))
+
+
+def test_rejecting_a_match_for_one_case_keeps_it_for_other_cases(served: Served, corpus: Path) -> None:
+    officer, crawler = served.client("officer"), served.client("crawler")
+    photo = image(corpus, "img_0200.jpg")  # one victim's photo, reported in two cases
+    a = officer.register_reference("case-reject-a", jpeg(photo), skip_retro_hunt=True).reference_id
+    b = officer.register_reference("case-reject-b", jpeg(photo), skip_retro_hunt=True).reference_id
+    copy = jpeg(transforms.colour(photo))
+    crawled = crawler.match(copy, source=pb.Source(url="https://r.example/copy.jpg"))
+    assert {a, b} <= set(reference_hits(crawled))
+    officer.mark_benign(sighting_id=crawled.sighting_id, case_id="case-reject-a", note="officer: not this victim")
+    again = crawler.match(copy, include_sightings=True)
+    hits = reference_hits(again)
+    assert again.benign and b in hits and a not in hits
+    # Sightings belong to no case: only the bank of every case applies to them
+    assert crawled.sighting_id in {m.sighting_id for m in again.matches if m.target == pb.TARGET_SIGHTING}
+    with psycopg.connect(served.running.database_url) as conn:
+        bank = [r[0] for r in conn.execute("select id from benign_media where case_id = 'case-reject-a'")]
+        detail = conn.execute("select detail->>'case' from audit_log where action = 'MarkBenign' and target = %s",
+                              (f"benign:{bank[0]}",)).fetchone()[0]
+    assert len(bank) == 1 and detail == "case-reject-a"
+
+    # A new reference of case A does not find the rejected sighting again; one of another case does
+    def retro_hunt(case_id: str, scale: float) -> set[int]:
+        reply = officer.register_reference(case_id, jpeg(transforms.resize(photo, scale)))
+        assert reply.created
+        return {m.sighting_id for m in reply.matches if m.target == pb.TARGET_SIGHTING}
+
+    assert crawled.sighting_id not in retro_hunt("case-reject-a", 0.5)
+    assert crawled.sighting_id in retro_hunt("case-reject-c", 0.6)
+
+    # A restarted service rebuilds which case each bank entry belongs to from the database
+    restarted = MatchingService(served.running.service.settings, served.running.service.inference,
+                                served.running.store, snapshot_dir=None)
+    restarted.start()
+    owners = {m.reference_id for m in restarted.match(Principal("test", "crawler"), copy).matches}
+    restarted.stop()
+    assert b in owners and a not in owners
+
+    # Forgetting case A forgets its negative bank too; case B still matches, and nothing is suppressed now
+    officer.forget_case("case-reject-a", reason="case closed")
+    with psycopg.connect(served.running.database_url) as conn:
+        assert conn.execute("select count(*) from benign_media where id = any(%s)", (bank,)).fetchone()[0] == 0
+        assert conn.execute("select count(*) from benign_vectors where benign_id = any(%s)",
+                            (bank,)).fetchone()[0] == 0
+    assert served.running.service.libraries["benign"].owners().isdisjoint(bank)
+    after = crawler.match(copy)
+    assert not after.benign and b in reference_hits(after)
+    with pytest.raises(grpc.RpcError) as error:
+        officer.mark_benign(sighting_id=crawled.sighting_id, case_id="case-reject-a")
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND and "no case" in (error.value.details() or "")
+
+    # Benign for every case (no case id) suppresses the copy for every case
+    officer.mark_benign(sighting_id=crawled.sighting_id, note="officer: a stock photo")
+    final = crawler.match(copy)
+    assert final.benign and not reference_hits(final)
 
 
 def test_case_thresholds_apply_per_case(served: Served, corpus: Path) -> None:

@@ -302,14 +302,16 @@ class Case(_message.Message):
     def __init__(self, case_id: _Optional[str] = ..., thresholds: _Optional[_Union[Thresholds, _Mapping]] = ..., references: _Optional[int] = ...) -> None: ...
 
 class MarkBenignRequest(_message.Message):
-    __slots__ = ("media", "sighting_id", "note")
+    __slots__ = ("media", "sighting_id", "note", "case_id")
     MEDIA_FIELD_NUMBER: _ClassVar[int]
     SIGHTING_ID_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    CASE_ID_FIELD_NUMBER: _ClassVar[int]
     media: bytes
     sighting_id: int
     note: str
-    def __init__(self, media: _Optional[bytes] = ..., sighting_id: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
+    case_id: str
+    def __init__(self, media: _Optional[bytes] = ..., sighting_id: _Optional[int] = ..., note: _Optional[str] = ..., case_id: _Optional[str] = ...) -> None: ...
 
 class MarkBenignResponse(_message.Message):
     __slots__ = ("benign_id",)

@@ -126,7 +126,8 @@ class MatcherServicer:
         raise NotImplementedError('Method not implemented!')
 
     def MarkBenign(self, request, context):
-        """Negative bank: media an officer judged benign never matches again (nor anything that is a near copy of it).
+        """Negative bank: media an officer judged benign never matches again (nor anything that is a near copy of it),
+        or with a case_id, never that case's references again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
