@@ -1,4 +1,4 @@
-"""`jiwoom worker`, `jiwoom evidence ...`, `jiwoom notice ...`, `jiwoom monitor ...`: the officers' side.
+"""`jiwoom worker`, `evidence`, `notice`, `removals` and `console`: the officers' side.
 
 They work on the same database as `jiwoom serve` (given by --database-url / $DATABASE_URL, or the embedded one in
 the data directory, shared with a running service). Commands that reveal evidence or act on notices need an
@@ -35,11 +35,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 @contextlib.contextmanager
-def _pool(args: argparse.Namespace, settings: Settings) -> Iterator[ConnectionPool]:
+def _pool(args: argparse.Namespace, settings: Settings, max_size: int = 3) -> Iterator[ConnectionPool]:
     from server.app import database
     from server.db import open_pool
 
-    with database(settings, args.database_url) as url, open_pool(url, max_size=3) as pool:
+    with database(settings, args.database_url) as url, open_pool(url, max_size=max_size) as pool:
         yield pool
 
 
@@ -134,32 +134,31 @@ def report_command(args: argparse.Namespace) -> int:
 
 
 def notice_command(args: argparse.Namespace) -> int:
-    from clients.notices.drafts import NoticeError, approve, cancel, edit
+    from clients.notices.drafts import NoticeError, approve, cancel, edit, list_notices, notice_texts
 
     settings = _settings(args)
     with _pool(args, settings) as pool:
         if args.action == "list":
             with pool.connection() as conn:
-                rows = conn.execute(
-                    "select n.id, n.reference, n.state, n.kind, n.site, n.language, n.recipient, n.priority,"
-                    " count(ni.item_id) from notices n left join notice_items ni on ni.notice_id = n.id"
-                    " where %s = '' or n.state = %s group by n.id order by n.priority desc, n.id",
-                    (args.state or "", args.state or "")).fetchall()
-            for r in rows:
-                print(f"{r[0]:>6} {r[1]} {r[2]:<9} {r[3]:<5} {r[4]:<30} {r[5]} {r[6] or '(no recipient)'}"
-                      f" priority {r[7]} items {r[8]}")
+                notices = list_notices(conn, state=args.state or "")
+            for n in notices:
+                print(f"{n.id:>6} {n.reference} {n.state:<9} {n.kind:<5} {n.site:<30} {n.language}"
+                      f" {n.recipient or '(no recipient)'} priority {n.priority} items {n.items}")
             return 0
         if args.id is None:
             raise SystemExit(f"notice {args.action} needs a notice id")
         if args.action == "show":
             with pool.connection() as conn:
-                row = conn.execute(
-                    "select n.reference, n.state, n.recipient, t.subject, t.body from notices n join notice_texts t"
-                    " on t.notice_id = n.id and t.language = coalesce(%s, n.language) where n.id = %s",
-                    (args.language, args.id)).fetchone()
-            if row is None:
+                found = list_notices(conn, notice_id=args.id)
+                texts = notice_texts(conn, args.id)
+            if not found:
                 raise SystemExit(f"no notice {args.id}")
-            print(f"Notice {row[0]} ({row[1]}) to {row[2] or '(no recipient yet)'}\nSubject: {row[3]}\n\n{row[4]}")
+            n = found[0]
+            if (args.language or n.language) not in texts:
+                raise SystemExit(f"no text in {args.language!r}; languages: {', '.join(sorted(texts))}")
+            subject, body, _ = texts[args.language or n.language]
+            print(f"Notice {n.reference} ({n.state}) to {n.recipient or '(no recipient yet)'}\nSubject: {subject}"
+                  f"\n\n{body}")
             return 0
         who = _officer(pool, args)
         try:
@@ -193,6 +192,39 @@ def removals_command(args: argparse.Namespace) -> int:
         Path(args.svg).write_text(removal_chart_svg(report))
     if not (args.csv or args.svg):
         sys.stdout.write(removal_csv(report))
+    return 0
+
+
+# -- console -----------------------------------------------------------------------------------------------------
+
+
+def console_command(args: argparse.Namespace) -> int:
+    from clients.console.app import Console, create_app, serving
+    from clients.evidence.vault import VaultError
+    from clients.matcher import open_channel
+    from clients.worker import drafting, open_vault
+
+    settings = _settings(args)
+    options = settings.console
+    listen = args.listen or options.listen
+    matcher = options.matcher or settings.service.listen
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        vault = open_vault(settings, create=False)
+    except VaultError as error:
+        raise SystemExit(f"{error}: start jiwoom serve once first (it creates the key), or set "
+                         "JIWOOM_EVIDENCE_KEY_FILE") from error
+    channel = open_channel(matcher, tls_ca=Path(options.matcher_tls_ca) if options.matcher_tls_ca else None)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with _pool(args, settings, max_size=options.threads + 2) as pool:
+        console = Console(settings, pool, vault, drafting(settings), channel)
+        with serving(create_app(console), listen, options.threads) as port:
+            host = listen.rpartition(":")[0] or "127.0.0.1"
+            print(f"jiwoom console on http://{host}:{port}/ (Matcher at {matcher}); Ctrl-C stops", flush=True)
+            stop.wait()
+    channel.close()
     return 0
 
 
@@ -235,3 +267,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     removals.add_argument("--csv", help="write the CSV here (default: print it)")
     removals.add_argument("--svg", help="write the chart here")
     removals.set_defaults(run=removals_command)
+
+    console = common(commands.add_parser("console", help="the officers' web console (review queue, notices, cases)"))
+    console.add_argument("--listen", help="host:port (JIWOOM_CONSOLE_LISTEN, default 127.0.0.1:8080)")
+    console.set_defaults(run=console_command)

@@ -149,9 +149,19 @@ def removal_csv(report: list[SiteRemovals]) -> str:
     return out.getvalue()
 
 
-def removal_chart_svg(report: list[SiteRemovals], *, title: str = "Time to removal per site (median hours)") -> str:
+CHART_LABELS = {
+    "none": "no notified items yet",
+    "not_removed": "not removed yet",
+    "hours": "{hours:.1f} h",
+    "counts": "removed {removed}/{notified} · still up {still_up} · re-uploaded {reuploaded}",
+}
+
+
+def removal_chart_svg(report: list[SiteRemovals], *, title: str = "Time to removal per site (median hours)",
+                      labels: dict[str, str] | None = None) -> str:
     """A horizontal bar chart as standalone SVG (no scripts, no outside resources): the median time to removal
-    per site, with the removed / still-up / re-uploaded counts beside each bar."""
+    per site, with the removed / still-up / re-uploaded counts beside each bar. `labels` translates CHART_LABELS."""
+    words = {**CHART_LABELS, **(labels or {})}
     row_h, label_w, bar_w, pad = 28, 220, 420, 12
     width = label_w + bar_w + 260
     height = pad * 3 + 24 + row_h * max(1, len(report))
@@ -163,18 +173,19 @@ def removal_chart_svg(report: list[SiteRemovals], *, title: str = "Time to remov
         f'<text x="{pad}" y="{pad + 14}" font-size="15" font-weight="bold">{escape(title)}</text>',
     ]
     if not report:
-        parts.append(f'<text x="{pad}" y="{pad * 2 + 30}">no notified items yet</text>')
+        parts.append(f'<text x="{pad}" y="{pad * 2 + 30}">{escape(words["none"])}</text>')
     for i, r in enumerate(report):
         y = pad * 2 + 24 + i * row_h
         parts.append(f'<text x="{pad}" y="{y + 17}">{escape(r.site)}</text>')
         if r.median_hours is not None:
             w = max(2.0, bar_w * r.median_hours / longest)
+            label = words["hours"].format(hours=r.median_hours)
             parts.append(f'<rect class="median" x="{label_w}" y="{y + 4}" width="{w:.1f}" height="{row_h - 10}"'
-                         f' fill="#3b6ea5"><title>{escape(r.site)}: median {r.median_hours:.1f} h</title></rect>')
-            label = f"{r.median_hours:.1f} h"
+                         f' fill="#3b6ea5"><title>{escape(r.site)}: {escape(label)}</title></rect>')
         else:
-            label = "not removed yet"
-        counts = f"{label} · removed {r.removed}/{r.notified} · still up {r.still_up} · re-uploaded {r.reuploaded}"
+            label = words["not_removed"]
+        counts = f"{label} · " + words["counts"].format(removed=r.removed, notified=r.notified,
+                                                         still_up=r.still_up, reuploaded=r.reuploaded)
         parts.append(f'<text x="{label_w + bar_w + 8}" y="{y + 17}" fill="#333">{escape(counts)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)

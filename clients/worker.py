@@ -57,6 +57,11 @@ def smtp_settings(settings: Settings) -> SmtpSettings | None:
                         username=n.smtp_username or None, password=n.smtp_password or None)
 
 
+def drafting(settings: Settings) -> Drafting:
+    sites = load_sites(Path(settings.notices.sites_file)) if settings.notices.sites_file else {}
+    return Drafting(sites=sites, sender=sender(settings))
+
+
 @dataclass
 class Worker:
     settings: Settings
@@ -68,8 +73,7 @@ class Worker:
 
     def __post_init__(self) -> None:
         self.vault = open_vault(self.settings)
-        sites = load_sites(Path(self.settings.notices.sites_file)) if self.settings.notices.sites_file else {}
-        self.drafting = Drafting(sites=sites, sender=sender(self.settings))
+        self.drafting = drafting(self.settings)
 
     @property
     def browser(self) -> Browser:

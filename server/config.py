@@ -127,6 +127,20 @@ class MonitorSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The officers' web console (`jiwoom console`). Serve it on loopback or behind a TLS reverse proxy (then set
+    `secure_cookies`); it asks the Matcher over gRPC, with each officer's own token, for what changes the indexes."""
+
+    listen: str = "127.0.0.1:8080"
+    matcher: str = ""  # host:port of jiwoom serve; default: the service's listen address
+    matcher_tls_ca: str = ""  # PEM CA of the service's TLS certificate, when it serves TLS
+    session_idle_s: float = 30 * 60.0  # an officer idle this long logs in again
+    secure_cookies: bool = False  # set behind HTTPS: the session cookie then never travels in clear
+    max_upload_bytes: int = 256 * 1024 * 1024  # one reference upload (all its files)
+    threads: int = 8
+
+
+@dataclass(frozen=True)
 class Settings:
     limits: MediaLimits = field(default_factory=MediaLimits)
     models: ModelSettings = field(default_factory=ModelSettings)
@@ -135,6 +149,7 @@ class Settings:
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     notices: NoticeSettings = field(default_factory=NoticeSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     inference: str = "inprocess"  # "inprocess" or "triton"
     triton_url: str = "127.0.0.1:8001"
 
@@ -170,7 +185,8 @@ def with_model_overrides(settings: Settings, overrides: dict[str, str]) -> Setti
 
 def load_settings() -> Settings:
     """Defaults, overridden by JIWOOM_LIMIT_*, JIWOOM_MODEL_*, JIWOOM_MATCH_*, JIWOOM_SERVICE_*,
-    JIWOOM_EVIDENCE_*, JIWOOM_NOTICE_*, JIWOOM_MONITOR_* and JIWOOM_INFERENCE / JIWOOM_TRITON_URL."""
+    JIWOOM_EVIDENCE_*, JIWOOM_NOTICE_*, JIWOOM_MONITOR_*, JIWOOM_CONSOLE_* and JIWOOM_INFERENCE /
+    JIWOOM_TRITON_URL."""
     return Settings(
         limits=_from_env(MediaLimits, "JIWOOM_LIMIT_"),
         models=_from_env(ModelSettings, "JIWOOM_MODEL_"),
@@ -179,6 +195,7 @@ def load_settings() -> Settings:
         evidence=_from_env(EvidenceSettings, "JIWOOM_EVIDENCE_"),
         notices=_from_env(NoticeSettings, "JIWOOM_NOTICE_"),
         monitor=_from_env(MonitorSettings, "JIWOOM_MONITOR_"),
+        console=_from_env(ConsoleSettings, "JIWOOM_CONSOLE_"),
         inference=os.environ.get("JIWOOM_INFERENCE", "inprocess"),
         triton_url=os.environ.get("JIWOOM_TRITON_URL", "127.0.0.1:8001"),
     )

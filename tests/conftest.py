@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import email
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from bench.fixture_site import FixtureSite, korean_post_page
 from bench.transforms import CORPUS
 from server.config import Settings
 from server.inference import Inference
@@ -68,3 +72,35 @@ def fresh_database(postgres_server: str) -> Iterator[str]:
 def database_url(postgres_server: str) -> Iterator[str]:
     with fresh_database(postgres_server) as url:
         yield url
+
+
+# --- loopback servers -----------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A free loopback port, for servers that cannot bind port 0 themselves (aiosmtpd's Controller)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Mailbox:
+    """aiosmtpd handler: keeps every message it is given."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], email.message.Message]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
+        return "250 OK"
+
+
+POST_TITLE = "[유출] 테스트 게시물 제목 (benign fixture)"
+
+
+def publish_post(site: FixtureSite, page: str, media: str, data: bytes, title: str = POST_TITLE) -> None:
+    """A board post on a fixture site: the page, its image, and the site's security.txt (the abuse contact)."""
+    site.put(media, data, content_type="image/jpeg")
+    site.put(page, korean_post_page(title, "익명123", "2026.11.21 14:03", "원본 글입니다.\n퍼가지 마세요.", [media]))
+    site.put("/.well-known/security.txt", b"Contact: mailto:abuse@site.example\nExpires: 2027-12-31T00:00:00Z\n",
+             content_type="text/plain")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,16 +22,10 @@ from clients.matcher import MatcherClient, open_channel
 from server.db import migrate, open_pool
 from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.store import Store
-from tests.conftest import fresh_database
+from tests.conftest import free_port, fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = [f"img_{i:04d}.jpg" for i in range(1, 200, 9)]  # 23 distinct photos
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

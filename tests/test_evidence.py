@@ -7,11 +7,9 @@ The steps build on each other (one case's life), so they run as one module in or
 from __future__ import annotations
 
 import asyncio
-import email
 import gzip
 import hashlib
 import io
-import socket
 import subprocess
 import zipfile
 from collections.abc import Iterator
@@ -29,7 +27,7 @@ from PIL import Image
 from warcio.archiveiterator import ArchiveIterator
 
 from bench import transforms
-from bench.fixture_site import FixtureSite, korean_post_page
+from bench.fixture_site import FixtureSite
 from clients.evidence.reports import hwpx_report, pdf_report
 from clients.evidence.writer import read_artefact, report_items, verify_artefacts
 from clients.matcher import MatcherClient, open_channel
@@ -41,27 +39,11 @@ from server.cli import main as jiwoom
 from server.config import EvidenceSettings, MonitorSettings, NoticeSettings, ServiceSettings, Settings
 from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.store import ROLES
-from tests.conftest import ASTRONAUT, fresh_database
+from tests.conftest import ASTRONAUT, POST_TITLE, Mailbox, free_port, fresh_database
+from tests.conftest import publish_post as post
 
 CASE = "case-evidence"
-TITLE = "[유출] 테스트 게시물 제목 (benign fixture)"
-
-
-class Mailbox:
-    """aiosmtpd handler: keeps every message it is given."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], email.message.Message]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+TITLE = POST_TITLE
 
 
 @dataclass
@@ -116,13 +98,6 @@ def flow(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             channel.close()
     finally:
         controller.stop()
-
-
-def post(site: FixtureSite, page: str, media: str, data: bytes, title: str = TITLE) -> None:
-    site.put(media, data, content_type="image/jpeg")
-    site.put(page, korean_post_page(title, "익명123", "2026.11.21 14:03", "원본 글입니다.\n퍼가지 마세요.", [media]))
-    site.put("/.well-known/security.txt", b"Contact: mailto:abuse@site.example\nExpires: 2027-12-31T00:00:00Z\n",
-             content_type="text/plain")
 
 
 def crawl(flow: Flow, site: FixtureSite, page: str, media: str, title: str = TITLE) -> pb.MatchResponse:

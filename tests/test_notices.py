@@ -7,7 +7,6 @@ import email
 import email.policy
 import re
 import shutil
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from email.header import decode_header, make_header
@@ -37,6 +36,7 @@ from clients.notices import (
     send_mail,
     site_for,
 )
+from tests.conftest import free_port
 
 EXAMPLE_SITES = Path(__file__).resolve().parents[1] / "clients" / "notices" / "sites.example.yaml"
 
@@ -379,16 +379,10 @@ class _Collect:
         return "250 Message accepted for delivery"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def smtp_server() -> Iterator[tuple[SmtpSettings, _Collect]]:
     handler = _Collect()
-    port = _free_port()
+    port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -435,7 +429,7 @@ def test_send_mail_failures(smtp_server: tuple[SmtpSettings, _Collect]) -> None:
     with pytest.raises(MailError, match="refused"):  # delivered to one, not the other: still a failure
         send_mail(smtp, recipient="report@board.example.kr", cc=("refuse-cc@center.example.kr",), **args)
     with pytest.raises(MailError, match="failed"):
-        send_mail(SmtpSettings(host="127.0.0.1", port=_free_port(), timeout_s=2.0), recipient="a@b.example", **args)
+        send_mail(SmtpSettings(host="127.0.0.1", port=free_port(), timeout_s=2.0), recipient="a@b.example", **args)
     with pytest.raises(ValueError, match="recipient"):
         send_mail(smtp, recipient="report at board.example.kr", **args)
     with pytest.raises(ValueError, match="message_id"):

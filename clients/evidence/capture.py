@@ -253,6 +253,21 @@ class Browser:
             # A page that blocks its event loop past the budget is captured as it is.
             with contextlib.suppress(TimeoutException):
                 driver.execute_async_script(_SETTLE_JS, settle_ms, max_height_px)
+        png, truncated = self.capture_page(max_height_px)
+        png_width, png_height = _png_size(png)
+        return Screenshot(png=png, title=driver.title, final_url=driver.current_url, width=png_width,
+                          height=png_height, truncated=truncated, load_complete=load_complete)
+
+    @property
+    def driver(self) -> webdriver.Chrome:
+        """The WebDriver (started on first use), for callers that drive pages themselves (the console tests)."""
+        self.start()
+        assert self._driver is not None
+        return self._driver
+
+    def capture_page(self, max_height_px: int = 16384) -> tuple[bytes, bool]:
+        """The page now loaded, whole (up to `max_height_px` tall), as PNG; and whether it was cut."""
+        driver = self.driver
         metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
         content = metrics.get("cssContentSize") or metrics.get("contentSize") or {}
         viewport = metrics.get("cssLayoutViewport") or {}
@@ -265,11 +280,7 @@ class Browser:
             "fromSurface": True,
             "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
         })
-        png = base64.b64decode(result["data"])
-        png_width, png_height = _png_size(png)
-        return Screenshot(png=png, title=driver.title, final_url=driver.current_url, width=png_width,
-                          height=png_height, truncated=(width, height) != (full_width, full_height),
-                          load_complete=load_complete)
+        return base64.b64decode(result["data"]), (width, height) != (full_width, full_height)
 
 
 # --- WARC -------------------------------------------------------------------------------------------------------

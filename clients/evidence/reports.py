@@ -224,7 +224,7 @@ def _t(key: str, lang: str, **values: object) -> str:
 
 
 @dataclass(frozen=True)
-class _Screenshot:
+class ScreenshotView:
     png: bytes  # what is shown: the whole PNG, or its top part when cropped
     width: int  # pixels of the original
     height: int
@@ -240,7 +240,7 @@ class _Block:
     cells: tuple[tuple[str, ...], ...] = ()
     widths: tuple[float, ...] = ()  # "table": relative column widths
     mono: frozenset[int] = field(default_factory=frozenset)  # "table": columns holding identifiers
-    screenshot: _Screenshot | None = None
+    screenshot: ScreenshotView | None = None
 
 
 def _clean(value: object, lang: str, limit: int = _MAX_VALUE_CHARS) -> str:
@@ -265,7 +265,7 @@ def _kst(moment: datetime) -> str:
     return moment.astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     total = int(max(0.0, seconds)) if math.isfinite(seconds) else 0
     hours, rest = divmod(total, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
@@ -275,7 +275,7 @@ def _segment(side: str, segment: tuple[float, float], lang: str) -> str:
     start, end = segment
     if start == 0 and end == 0:  # the proto's convention for an image
         return _t(f"{side}_image", lang)
-    return _t(f"{side}_video", lang, segment=f"{_clock(start)}–{_clock(end)}")
+    return _t(f"{side}_video", lang, segment=f"{clock(start)}–{clock(end)}")
 
 
 def _number(value: float) -> str:
@@ -324,21 +324,27 @@ def _match_blocks(n: int, match: MatchExplanation, lang: str) -> list[_Block]:
     return blocks
 
 
-def _screenshot_view(png: bytes, reveal: bool) -> _Screenshot:
+def obscure(image: PILImage.Image, *, radius: int) -> PILImage.Image:
+    """Grey and blurred: enough to place a picture or a page (layout, text blocks) without seeing what it shows.
+    Reports and the console both show media this way until an officer chooses to reveal it."""
+    return image.convert("L").filter(ImageFilter.GaussianBlur(radius=radius))
+
+
+def screenshot_view(png: bytes, reveal: bool) -> ScreenshotView:
     """The screenshot as shown: cropped to its top part when taller than the report's aspect limit, and blurred
     and grey unless revealed (text stays legible enough to place the page; the picture does not)."""
     with PILImage.open(io.BytesIO(png)) as image:
         width, height = image.size
         shown = min(height, max(1, int(width * _MAX_SCREENSHOT_ASPECT)))
         if shown == height and image.format == "PNG" and reveal:
-            return _Screenshot(png, width, height, height)
+            return ScreenshotView(png, width, height, height)
         image.load()
         view = image.crop((0, 0, width, shown))
         if not reveal:
-            view = view.convert("L").filter(ImageFilter.GaussianBlur(radius=max(6, width // 160)))
+            view = obscure(view, radius=max(6, width // 160))
         out = io.BytesIO()
         view.save(out, "PNG")
-        return _Screenshot(out.getvalue(), width, height, shown)
+        return ScreenshotView(out.getvalue(), width, height, shown)
 
 
 def _item_rows(item: ReportItem, lang: str) -> list[tuple[str, str]]:
@@ -405,7 +411,7 @@ def _item_blocks(n: int, total: int, item: ReportItem, lang: str, reveal: bool) 
         return blocks
     sha256 = hashlib.sha256(item.screenshot_png).hexdigest()
     try:
-        view = _screenshot_view(item.screenshot_png, reveal)
+        view = screenshot_view(item.screenshot_png, reveal)
     except (OSError, ValueError, PILImage.DecompressionBombError):
         # A broken capture must not stop the report: the original bytes and their hash stay in the store.
         blocks.append(_Block("note", _t("screenshot_unreadable", lang, sha256=sha256)))

@@ -107,7 +107,8 @@ def pending_items(conn: Connection, limit: int) -> list[PendingItem]:
     rows = conn.execute(
         "select e.id, e.case_id, e.reference_id, e.sighting_id, e.reason, e.under_19, e.site, e.wrapped_key,"
         " s.url, s.page_url, s.title, s.author, s.posted_at, s.content_sha256, e.capture_attempts"
-        " from evidence_items e join sightings s on s.id = e.sighting_id where e.capture_state = 'pending'"
+        " from evidence_items e join sightings s on s.id = e.sighting_id"
+        " where e.capture_state = 'pending' and e.review_state <> 'rejected'"
         " order by e.priority desc, e.id limit %s", (limit,)).fetchall()
     return [PendingItem(*r[:7], bytes(r[7]), *r[8:13], None if r[13] is None else bytes(r[13]), r[14])
             for r in rows]

@@ -47,11 +47,14 @@ class Drafting:
     sender: Sender
 
 
-def draft_for_item(conn: Connection, captured: Captured, drafting: Drafting) -> int:
-    """Add a captured item to its site's open draft (or a new one) and re-render the draft; the notice id."""
-    case_id, under_19, page_url, url, priority, item_site = conn.execute(
-        "select e.case_id, e.under_19, s.page_url, s.url, e.priority, e.site from evidence_items e"
+def draft_for_item(conn: Connection, captured: Captured, drafting: Drafting) -> int | None:
+    """Add a captured item to its site's open draft (or a new one) and re-render the draft; the notice id. An item
+    an officer rejected is never drafted (None)."""
+    case_id, under_19, page_url, url, priority, item_site, review_state = conn.execute(
+        "select e.case_id, e.under_19, s.page_url, s.url, e.priority, e.site, e.review_state from evidence_items e"
         " join sightings s on s.id = e.sighting_id where e.id = %s", (captured.item_id,)).fetchone()
+    if review_state == "rejected":
+        return None
     site = site_for(page_url or url, drafting.sites)
     kind = "youth" if under_19 else "ncii"
     recipient, how = choose_contact(site, captured.security_txt, captured.page_html)
@@ -111,6 +114,49 @@ def render_texts(conn: Connection, notice_id: int, drafting: Drafting) -> None:
             " where notice_texts.edited_by is null", (notice_id, language, subject, body))
 
 
+# -- reading -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoticeSummary:
+    id: int
+    reference: str
+    state: str
+    kind: str
+    case_id: str | None
+    site: str
+    language: str
+    recipient: str | None
+    recipient_source: str
+    priority: int
+    items: int
+    attempts: int
+    error: str
+    created_at: datetime
+    approved_by: str | None
+    approved_at: datetime | None
+    sent_at: datetime | None
+
+
+def list_notices(conn: Connection, *, state: str = "", notice_id: int | None = None,
+                 limit: int = 500) -> list[NoticeSummary]:
+    """Notices, most urgent first (youth before the rest, then oldest first); one state or one notice."""
+    rows = conn.execute(
+        "select n.id, n.reference, n.state, n.kind, n.case_id, n.site, n.language, n.recipient, n.recipient_source,"
+        " n.priority, count(ni.item_id), n.attempts, n.error, n.created_at, n.approved_by, n.approved_at, n.sent_at"
+        " from notices n left join notice_items ni on ni.notice_id = n.id"
+        " where (%s = '' or n.state = %s) and (%s::bigint is null or n.id = %s)"
+        " group by n.id order by n.priority desc, n.id limit %s",
+        (state, state, notice_id, notice_id, limit)).fetchall()
+    return [NoticeSummary(*row) for row in rows]
+
+
+def notice_texts(conn: Connection, notice_id: int) -> dict[str, tuple[str, str, str | None]]:
+    """Every language's (subject, body, edited_by) of a notice."""
+    return {language: (subject, body, edited_by) for language, subject, body, edited_by in conn.execute(
+        "select language, subject, body, edited_by from notice_texts where notice_id = %s", (notice_id,))}
+
+
 # -- officers' actions -------------------------------------------------------------------------------------------
 
 
@@ -159,7 +205,51 @@ def approve(conn: Connection, who: Principal, notice_id: int) -> None:
         raise NoticeError(f"notice {notice_id} has no recipient: set the site's abuse contact first")
     conn.execute("update notices set state = 'approved', approved_by = %s, approved_at = now() where id = %s",
                  (who.name, notice_id))
-    audit(conn, who, "ApproveNotice", f"notice:{notice_id}", {"recipient_domain": recipient.rsplit("@", 1)[-1]})
+    # Approving a notice is the officer's decision on every item in it (rejected items were taken out).
+    confirmed = [r[0] for r in conn.execute(
+        "update evidence_items e set review_state = 'confirmed', reviewed_by = %s, reviewed_at = now()"
+        " from notice_items ni where ni.item_id = e.id and ni.notice_id = %s"
+        " and e.review_state in ('new', 'escalated') returning e.id", (who.name, notice_id))]
+    audit(conn, who, "ApproveNotice", f"notice:{notice_id}",
+          {"recipient_domain": recipient.rsplit("@", 1)[-1], "confirmed_items": confirmed})
+
+
+def withdraw_item(conn: Connection, who: Principal, item_id: int, drafting: Drafting) -> list[int]:
+    """Take a rejected item out of the drafts it is in (a draft left empty is cancelled, the others re-rendered);
+    the notices changed. An approved notice not yet sent must be cancelled by an officer first: it went out as
+    approved or not at all."""
+    rows = conn.execute(
+        "select n.id, n.state, n.reference from notice_items ni join notices n on n.id = ni.notice_id"
+        " where ni.item_id = %s order by n.id for update of n", (item_id,)).fetchall()
+    for _, state, reference in rows:
+        if state in ("approved", "sending"):
+            raise NoticeError(f"item {item_id} is in notice {reference}, already {state}: cancel that notice first")
+    changed = []
+    for notice_id, state, _ in rows:
+        if state != "draft":  # sent, failed or cancelled notices keep their history
+            continue
+        conn.execute("delete from notice_items where notice_id = %s and item_id = %s", (notice_id, item_id))
+        left = conn.execute("select count(*) from notice_items where notice_id = %s", (notice_id,)).fetchone()[0]
+        if left:
+            render_texts(conn, notice_id, drafting)
+        else:
+            conn.execute("update notices set state = 'cancelled' where id = %s", (notice_id,))
+        audit(conn, who, "WithdrawItem", f"notice:{notice_id}", {"item": item_id, "cancelled": not left})
+        changed.append(notice_id)
+    return changed
+
+
+def resolve_sending(conn: Connection, who: Principal, notice_id: int, *, delivered: bool,
+                    recheck_after_s: float) -> None:
+    """A notice a crash left in 'sending' (the mail may or may not have gone): the officer checked the mail log
+    and says which. Delivered: recorded as sent; not delivered: approved again, resent with the same Message-ID."""
+    if _state(conn, notice_id) != "sending":
+        raise NoticeError(f"notice {notice_id} is not stuck in sending")
+    if delivered:
+        _record_sent(conn, notice_id, recheck_after_s)
+    else:
+        conn.execute("update notices set state = 'approved' where id = %s", (notice_id,))
+    audit(conn, who, "ResolveSending", f"notice:{notice_id}", {"delivered": delivered})
 
 
 def cancel(conn: Connection, who: Principal, notice_id: int) -> None:
@@ -201,18 +291,25 @@ def send_approved(pool: ConnectionPool, smtp: SmtpSettings, sender: Sender, *, m
                 conn.execute("update notices set state = 'failed', error = %s where id = %s",
                              (f"{type(error).__name__}: {error}"[:2000], notice_id))
             continue
-        now = datetime.now(UTC)
         with pool.connection() as conn:
-            conn.execute("update notices set state = 'sent', sent_at = %s, error = '' where id = %s",
-                         (now, notice_id))
-            items = [r[0] for r in conn.execute("select item_id from notice_items where notice_id = %s",
-                                                (notice_id,))]
-            conn.execute(
-                "update evidence_items set removal_state = 'notified', notified_at = coalesce(notified_at, %s),"
-                " next_check_at = %s where id = any(%s) and removal_state in ('open', 'reuploaded')",
-                (now, now + timedelta(seconds=recheck_after_s), items))
-            chain.append(conn, "notice_sent", {
-                "notice": reference, "items": items, "recipient": recipient, "message_id": message_id,
-                "language": language, "body_sha256": hashlib.sha256(body.encode()).hexdigest()})
+            _record_sent(conn, notice_id, recheck_after_s)
         sent += 1
     return sent
+
+
+def _record_sent(conn: Connection, notice_id: int, recheck_after_s: float) -> None:
+    """The notice went out: its items are notified (the removal monitor starts), and the log says what was sent."""
+    now = datetime.now(UTC)
+    reference, recipient, message_id, language = conn.execute(
+        "update notices set state = 'sent', sent_at = %s, error = '' where id = %s"
+        " returning reference, recipient, message_id, language", (now, notice_id)).fetchone()
+    body = conn.execute("select body from notice_texts where notice_id = %s and language = %s",
+                        (notice_id, language)).fetchone()[0]
+    items = [r[0] for r in conn.execute("select item_id from notice_items where notice_id = %s", (notice_id,))]
+    conn.execute(
+        "update evidence_items set removal_state = 'notified', notified_at = coalesce(notified_at, %s),"
+        " next_check_at = %s where id = any(%s) and removal_state in ('open', 'reuploaded')",
+        (now, now + timedelta(seconds=recheck_after_s), items))
+    chain.append(conn, "notice_sent", {
+        "notice": reference, "items": items, "recipient": recipient, "message_id": message_id,
+        "language": language, "body_sha256": hashlib.sha256(body.encode()).hexdigest()})

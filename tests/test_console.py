@@ -1,0 +1,467 @@
+"""The officer console in a real headless Chromium (Debian `chromium` through Selenium), against the console on
+loopback, a real gRPC service with real models, PostgreSQL, a loopback fixture site and a loopback SMTP server.
+
+One officer's morning, in order (the steps share `desk`): log in, see two matches blurred, reveal one, reject one
+and see the same media not match again, confirm the other and approve its notice, watch its removal appear in the
+chart, open a case and upload a reference (retro-hunt hits at once), forget it. Each page is saved as a PNG in
+build/console-screenshots/ (or $JIWOOM_CONSOLE_SCREENSHOTS) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from aiosmtpd.controller import Controller
+from PIL import Image, ImageFilter
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from bench import transforms
+from bench.fixture_site import FixtureSite
+from clients.console.app import Console, create_app, serving
+from clients.evidence.capture import Browser
+from clients.matcher import MatcherClient, open_channel
+from clients.worker import Worker, drafting, open_vault
+from server.app import running_service
+from server.config import EvidenceSettings, MonitorSettings, NoticeSettings, ServiceSettings, Settings
+from server.db import open_pool
+from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
+from server.store import ROLES
+from tests.conftest import ASTRONAUT, GRACE_HOPPER, Mailbox, free_port, fresh_database, publish_post
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = Path(os.environ.get("JIWOOM_CONSOLE_SCREENSHOTS", ROOT / "build" / "console-screenshots"))
+CASE = "case-console"
+NEW_CASE = "case-console-2"
+WAIT_S = 20
+
+
+@dataclass
+class Desk:
+    database_url: str
+    base: str
+    browser: Browser
+    worker: Worker
+    tokens: dict[str, str]
+    clients: dict[str, MatcherClient]
+    site: FixtureSite
+    mailbox: Mailbox
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def driver(self) -> WebDriver:
+        return self.browser.driver
+
+    def open(self, path: str) -> None:
+        self.driver.get(self.base + path)
+
+    def shoot(self, name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        png, _ = self.browser.capture_page(max_height_px=6000)
+        path = SCREENSHOTS / f"{name}.png"
+        path.write_bytes(png)
+        return path
+
+    def run_worker(self) -> dict[str, int]:
+        return asyncio.run(self.worker.run_once())
+
+    def sql(self, query: str, params: tuple = ()) -> list[tuple]:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            cursor = conn.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
+
+    def fetch(self, path: str, *, data: bytes | None = None, cookies: bool = True) -> tuple[int, bytes, dict]:
+        """An HTTP request outside the browser, with the browser's session cookie (or none)."""
+        request = urllib.request.Request(self.base + path, data=data)
+        if cookies:
+            request.add_header("Cookie", "; ".join(f"{c['name']}={c['value']}" for c in self.driver.get_cookies()))
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            with opener.open(request, timeout=30) as response:
+                return response.status, response.read(), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, error.read(), dict(error.headers)
+
+    def submit(self, element: Any) -> None:
+        """Click something that loads a new page, and wait until it has."""
+        page = self.driver.find_element(By.TAG_NAME, "html")
+        element.click()
+        self.wait(expected_conditions.staleness_of(page))
+
+    def flash(self) -> str:
+        return " ".join(e.text for e in self.driver.find_elements(By.CSS_SELECTOR, ".flash"))
+
+    def wait(self, condition: Any) -> Any:
+        return WebDriverWait(self.driver, WAIT_S).until(condition)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def desk(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
+    data_dir = tmp_path_factory.mktemp("console")
+    mailbox = Mailbox()
+    smtp_port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    sites = data_dir / "sites.yaml"
+    sites.write_text("127.0.0.1:\n  name: 테스트 커뮤니티\n  jurisdiction: KR\n")
+    settings = Settings(
+        service=ServiceSettings(listen="127.0.0.1:0", data_dir=str(data_dir), max_workers=4),
+        evidence=EvidenceSettings(allow_networks="127.0.0.0/8", page_timeout_s=15, fetch_timeout_s=15),
+        notices=NoticeSettings(sites_file=str(sites), smtp_host="127.0.0.1", smtp_port=smtp_port,
+                               sender_email="takedown@centre.example", sender_name="김담당"),
+        monitor=MonitorSettings(recheck_interval_s=3600))
+    try:
+        with fresh_database(postgres_server) as url, running_service(settings, url) as running, \
+                FixtureSite() as site, open_pool(url, max_size=6) as console_pool, Browser() as browser:
+            tokens = {role: running.store.create_token(f"test-{role}", role) for role in ROLES}
+            channel = open_channel(f"127.0.0.1:{running.port}")
+            clients = {role: MatcherClient(channel, token) for role, token in tokens.items()}
+
+            def match_references(data: bytes) -> set[int]:
+                return {m.reference_id for m in clients["officer"].match(data).matches if m.reference_id}
+
+            worker = Worker(settings, running.store.pool, match_references)
+            console = Console(settings, console_pool, open_vault(settings, create=False), drafting(settings),
+                              channel)
+            with serving(create_app(console), "127.0.0.1:0", threads=4) as port:
+                yield Desk(url, f"http://127.0.0.1:{port}", browser, worker, tokens, clients, site, mailbox)
+            worker.close()
+            channel.close()
+    finally:
+        controller.stop()
+
+
+def crawl(desk: Desk, page: str, media: str) -> pb.MatchResponse:
+    """What the crawler does for one post: Match with the page's metadata, so a sighting is recorded."""
+    source = pb.Source(url=desk.site.url(media), page_url=desk.site.url(page), site=desk.site.origin,
+                       title="[유출] 테스트 게시물 (benign fixture)", author="익명123")
+    source.posted_at.FromDatetime(datetime(2026, 11, 21, 5, 3, tzinfo=UTC))
+    return desk.clients["crawler"].match(desk.site.get(media), source=source)
+
+
+def sharpness(picture: Image.Image) -> float:
+    """Mean edge strength: high for a photo, near zero once it is blurred."""
+    edges = np.asarray(picture.convert("L").filter(ImageFilter.FIND_EDGES), dtype=np.float32)
+    return float(edges[2:-2, 2:-2].mean())
+
+
+def item_card(desk: Desk, item_id: int) -> Any:
+    return desk.driver.find_element(By.ID, f"item-{item_id}")
+
+
+def test_login_then_the_queue_shows_both_matches(desk: Desk, corpus: Path) -> None:
+    references = {}
+    for name in (ASTRONAUT, GRACE_HOPPER):
+        references[name] = desk.clients["case_system"].register_reference(
+            CASE, (corpus / "images" / name).read_bytes()).reference_id
+    copies = {
+        ASTRONAUT: transforms.encode(transforms.resize(transforms.load(corpus / "images" / ASTRONAUT), 0.6),
+                                     "JPEG", 80),
+        GRACE_HOPPER: transforms.encode(transforms.crop(transforms.load(corpus / "images" / GRACE_HOPPER), 0.85),
+                                        "JPEG", 85),
+    }
+    sightings = {}
+    for n, name in enumerate((ASTRONAUT, GRACE_HOPPER), 1):
+        publish_post(desk.site, f"/board/{n}", f"/img/{n}.jpg", copies[name])
+        response = crawl(desk, f"/board/{n}", f"/img/{n}.jpg")
+        assert references[name] in {m.reference_id for m in response.matches}
+        sightings[name] = response.sighting_id
+    counts = desk.run_worker()
+    assert counts["captured"] == 2 and counts["failed"] == 0
+    items = dict(desk.sql("select sighting_id, id from evidence_items"))
+    desk.state.update(references=references, copies=copies,
+                      items={name: items[sightings[name]] for name in sightings})
+
+    desk.open("/queue")  # not logged in: the log-in page
+    assert "/login" in desk.driver.current_url
+    desk.shoot("01-login")
+    for name, token in (("test-crawler", desk.tokens["crawler"]), ("test-officer", "not-a-token"),
+                        ("someone-else", desk.tokens["officer"])):
+        desk.driver.find_element(By.ID, "name").send_keys(name)
+        desk.driver.find_element(By.ID, "token").send_keys(token)
+        desk.submit(desk.driver.find_element(By.ID, "login"))
+        assert "/login" in desk.driver.current_url and "상담원 토큰이 아닙니다" in desk.flash()
+    desk.driver.find_element(By.ID, "name").send_keys("test-officer")
+    desk.driver.find_element(By.ID, "token").send_keys(desk.tokens["officer"])
+    desk.submit(desk.driver.find_element(By.ID, "login"))
+    desk.wait(expected_conditions.url_contains("/queue"))
+    cards = desk.driver.find_elements(By.CSS_SELECTOR, "article.item")
+    assert {c.get_attribute("id") for c in cards} == {f"item-{i}" for i in desk.state["items"].values()}
+    text = desk.driver.find_element(By.TAG_NAME, "main").text
+    assert "검토 대기열" in text and ("복제 탐지 임베딩" in text or "PDQ 해시" in text)
+    assert f"사건 {CASE}의 참조 #{references[ASTRONAUT]}" in text
+    assert "익명123" in text and "2026-11-21 14:03 KST" in text  # poster and post time, in KST
+    assert "증거 수집 완료" in text  # the evidence status
+    assert desk.sql("select count(*) from audit_log where action = 'ConsoleLogin' and actor = 'test-officer'"
+                    )[0][0] == 1
+    desk.shoot("02-queue")
+
+
+def test_pictures_are_blurred_and_grey_until_one_is_revealed(desk: Desk) -> None:
+    desk.open("/queue")
+    astronaut, hopper = desk.state["items"][ASTRONAUT], desk.state["items"][GRACE_HOPPER]
+    images = {i: item_card(desk, i).find_element(By.CSS_SELECTOR, "figure.veiled img") for i in (astronaut, hopper)}
+    for item_id, img in images.items():
+        src = img.get_attribute("src")
+        assert "view=clear" not in src and "obscured" in img.get_attribute("class")
+        desk.wait(lambda _d, img=img: desk.driver.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth > 0", img))
+        status, body, _ = desk.fetch(src.removeprefix(desk.base))
+        veiled = Image.open(io.BytesIO(body))
+        assert status == 200 and veiled.mode == "L"  # grey
+        status, body, _ = desk.fetch(src.removeprefix(desk.base) + "&view=clear")
+        clear = Image.open(io.BytesIO(body)).convert("RGB")
+        channels = np.asarray(clear, dtype=np.int16)
+        assert status == 200 and np.abs(channels[..., 0] - channels[..., 2]).mean() > 3  # in colour
+        assert sharpness(veiled) < 0.35 * sharpness(clear), item_id  # blurred past recognising
+    reveals_before = desk.sql("select count(*) from audit_log where action = 'RevealItem'")[0][0]
+
+    # Reveal one: only that one shows; revealing the other blurs the first again.
+    item_card(desk, astronaut).find_element(By.CSS_SELECTOR, "button.reveal").click()
+    desk.wait(lambda _d: "view=clear" in images[astronaut].get_attribute("src"))
+    desk.wait(lambda _d: desk.driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0",
+                                                    images[astronaut]))
+    assert "view=clear" not in images[hopper].get_attribute("src")
+    desk.shoot("03-queue-one-revealed")
+    item_card(desk, hopper).find_element(By.CSS_SELECTOR, "button.reveal").click()
+    desk.wait(lambda _d: "view=clear" in images[hopper].get_attribute("src"))
+    assert "view=clear" not in images[astronaut].get_attribute("src")
+    assert "revealed" not in item_card(desk, astronaut).find_element(By.CSS_SELECTOR, "figure").get_attribute("class")
+    item_card(desk, hopper).find_element(By.CSS_SELECTOR, "button.reveal").click()  # and hide it again
+    desk.wait(lambda _d: "view=clear" not in images[hopper].get_attribute("src"))
+    assert desk.sql("select count(*) from audit_log where action = 'RevealItem' and actor = 'test-officer'"
+                    )[0][0] >= reveals_before + 2
+
+    # The item page: the page screenshot, blurred the same way; the stored artefacts and their hashes.
+    desk.open(f"/items/{astronaut}")
+    assert "view=clear" not in desk.driver.find_element(By.CSS_SELECTOR, "section figure.veiled img"
+                                                        ).get_attribute("src")
+    hashes = {h.text for h in desk.driver.find_elements(By.CSS_SELECTOR, "td.hash")}
+    stored = {bytes(r[0]).hex() for r in desk.sql("select sha256 from evidence_artefacts where item_id = %s",
+                                                  (astronaut,))}
+    assert hashes == stored and len(stored) == 4
+    desk.shoot("04-item")
+
+
+def test_reject_puts_the_media_in_the_case_negative_bank(desk: Desk) -> None:
+    astronaut = desk.state["items"][ASTRONAUT]
+    desk.open("/queue")
+    card = item_card(desk, astronaut)
+    card.find_element(By.NAME, "note").send_keys("다른 사람입니다")
+    desk.submit(card.find_element(By.ID, f"reject-{astronaut}"))
+    desk.wait(expected_conditions.url_contains("/queue"))
+    assert f"#{astronaut} 거부" in desk.flash()
+    assert not desk.driver.find_elements(By.ID, f"item-{astronaut}")  # gone from the open queue
+    assert desk.sql("select review_state, reviewed_by, review_note from evidence_items where id = %s",
+                    (astronaut,)) == [("rejected", "test-officer", "다른 사람입니다")]
+    assert desk.sql("select case_id, created_by from benign_media") == [(CASE, "test-officer")]
+    assert desk.sql("select count(*) from audit_log where action = 'RejectItem' and target = %s",
+                    (f"item:{astronaut}",))[0][0] == 1
+    # It left the draft notice it was in; the other item stays.
+    assert desk.sql("select count(*) from notice_items where item_id = %s", (astronaut,))[0][0] == 0
+
+    # The same media posted again elsewhere on the board does not match the case again.
+    publish_post(desk.site, "/board/3", "/img/3.jpg", desk.state["copies"][ASTRONAUT])
+    again = crawl(desk, "/board/3", "/img/3.jpg")
+    assert desk.state["references"][ASTRONAUT] not in {m.reference_id for m in again.matches}
+    desk.run_worker()
+    desk.open("/queue?show=rejected")
+    assert item_card(desk, astronaut)
+    desk.shoot("05-queue-rejected")
+
+
+def test_confirm_then_approve_sends_the_notice_once(desk: Desk) -> None:
+    hopper = desk.state["items"][GRACE_HOPPER]
+    desk.open("/queue")
+    desk.submit(item_card(desk, hopper).find_element(By.ID, f"confirm-{hopper}"))
+    desk.wait(expected_conditions.url_contains("/queue"))
+    assert desk.sql("select review_state from evidence_items where id = %s", (hopper,)) == [("confirmed",)]
+    notice_id = desk.sql("select notice_id from notice_items where item_id = %s", (hopper,))[0][0]
+
+    desk.open("/notices")
+    desk.shoot("06-notices-draft")
+    desk.submit(desk.driver.find_element(By.ID, f"notice-{notice_id}"))
+    tabs = desk.driver.find_elements(By.CSS_SELECTOR, "nav.languages-tabs a")
+    assert len(tabs) == 7  # ko, en, zh, ja, ru, vi, es
+    assert desk.driver.find_element(By.ID, "notice-state").text == "초안"
+    desk.submit(desk.driver.find_element(By.ID, "text-en"))
+    subject = desk.driver.find_element(By.ID, "subject")
+    assert desk.site.url("/board/2") in desk.driver.find_element(By.ID, "body").get_attribute("value")
+    subject.clear()
+    subject.send_keys("Removal request: intimate image posted without consent (reviewed)")
+    desk.driver.find_element(By.CSS_SELECTOR, "#send-language option[value=en]").click()
+    desk.submit(desk.driver.find_element(By.ID, "save"))
+    assert "저장했습니다" in desk.flash()
+    assert desk.sql("select language from notices where id = %s", (notice_id,)) == [("en",)]
+    assert desk.sql("select edited_by from notice_texts where notice_id = %s and language = 'en'",
+                    (notice_id,)) == [("test-officer",)]
+    desk.shoot("07-notice-edit")
+    assert not desk.mailbox.messages  # nothing goes out before approval
+    desk.submit(desk.driver.find_element(By.ID, "approve"))
+    assert desk.driver.find_element(By.ID, "notice-state").text == "승인됨"
+
+    desk.run_worker()
+    desk.run_worker()  # a second pass sends nothing more
+    assert len(desk.mailbox.messages) == 1
+    recipients, message = desk.mailbox.messages[0]
+    assert recipients == ["abuse@site.example"]
+    assert str(make_header(decode_header(message["Subject"]))) == \
+        "Removal request: intimate image posted without consent (reviewed)"
+    desk.open(f"/notices/{notice_id}")
+    assert desk.driver.find_element(By.ID, "notice-state").text == "발송됨"
+    desk.open("/notices")
+    desk.shoot("08-notices-sent")
+
+
+def test_a_removal_appears_in_the_chart(desk: Desk) -> None:
+    hopper = desk.state["items"][GRACE_HOPPER]
+    desk.open("/removals")
+    chart = desk.driver.find_element(By.ID, "removal-chart")
+    assert desk.site.origin.removeprefix("http://") in chart.text and "아직 삭제되지 않음" in chart.text
+    assert not chart.find_elements(By.CSS_SELECTOR, "rect.median")
+    desk.shoot("09-removals-before")
+
+    desk.site.remove("/board/2")
+    desk.site.remove("/img/2.jpg")
+    desk.sql("update evidence_items set next_check_at = now() where id = %s", (hopper,))
+    counts = desk.run_worker()
+    assert counts.get("check_removed") == 1, counts
+    desk.open("/removals")
+    chart = desk.driver.find_element(By.ID, "removal-chart")
+    assert chart.find_elements(By.CSS_SELECTOR, "rect.median")  # the site's bar: time to removal
+    assert "삭제 1/1" in chart.text
+    row = desk.driver.find_element(By.CSS_SELECTOR, "tr.removal-removed")
+    assert "삭제됨" in row.text
+    status, body, headers = desk.fetch("/removals.csv")
+    assert status == 200 and headers["Content-Type"].startswith("text/csv") and b",1,1,0,0," in body
+    desk.shoot("10-removals-after")
+
+
+def test_a_notice_stuck_in_sending_is_resolved_by_an_officer(desk: Desk) -> None:
+    # As a crash between claiming and sending leaves it: the worker will not retry it blindly.
+    notice_id = desk.sql("update notices set state = 'sending' where state = 'sent' returning id")[0][0]
+    message_id = desk.mailbox.messages[0][1]["Message-ID"]
+    desk.run_worker()
+    assert len(desk.mailbox.messages) == 1
+    desk.open(f"/notices/{notice_id}")
+    assert desk.driver.find_element(By.ID, "notice-state").text == "발송 중"
+    desk.submit(desk.driver.find_element(By.CSS_SELECTOR, "button[name=delivered][value=no]"))
+    assert desk.driver.find_element(By.ID, "notice-state").text == "승인됨"
+    desk.run_worker()
+    assert len(desk.mailbox.messages) == 2
+    assert desk.mailbox.messages[1][1]["Message-ID"] == message_id  # the same notice, recognisably
+    assert desk.sql("select actor from audit_log where action = 'ResolveSending'") == [("test-officer",)]
+
+
+def test_open_a_case_upload_a_reference_and_forget_it(desk: Desk, corpus: Path, tmp_path: Path) -> None:
+    desk.open("/cases")
+    desk.driver.find_element(By.ID, "new-case-id").send_keys(NEW_CASE)
+    desk.submit(desk.driver.find_element(By.ID, "open-case"))
+    desk.wait(expected_conditions.url_contains(f"/cases/{NEW_CASE}"))
+    # The victim's photo: everything crawled so far is searched at once (the post on /board/3 is still up).
+    reference = tmp_path / "reference.jpg"
+    reference.write_bytes((corpus / "images" / ASTRONAUT).read_bytes())
+    desk.driver.find_element(By.ID, "media").send_keys(str(reference))
+    desk.submit(desk.driver.find_element(By.ID, "upload"))
+    results = desk.wait(expected_conditions.presence_of_element_located((By.ID, "upload-results")))
+    assert "참조 #" in results.text and "이미 발견됨" in results.text
+    hits = results.find_elements(By.CSS_SELECTOR, "li.hit")
+    assert any(desk.site.url("/board/3") in h.text for h in hits)
+    assert desk.sql("select created_by from reference_media where case_id = %s", (NEW_CASE,)) == [("test-officer",)]
+    desk.shoot("11-case-upload")
+
+    desk.driver.find_element(By.ID, "confirm-case-id").send_keys("wrong-id")
+    desk.submit(desk.driver.find_element(By.ID, "forget"))
+    assert "정확히" in desk.flash()
+    assert desk.sql("select count(*) from reference_media where case_id = %s", (NEW_CASE,))[0][0] == 1
+    desk.driver.find_element(By.ID, "confirm-case-id").send_keys(NEW_CASE)
+    desk.submit(desk.driver.find_element(By.ID, "forget"))
+    desk.wait(expected_conditions.url_contains("/cases"))
+    assert f"사건 {NEW_CASE} 삭제" in desk.flash()
+    assert not desk.driver.find_elements(By.ID, f"case-{NEW_CASE}")
+    assert desk.sql("select count(*) from cases where id = %s", (NEW_CASE,))[0][0] == 0
+    assert desk.sql("select actor from audit_log where action = 'ForgetCase' and target like %s",
+                    (f"%{NEW_CASE}%",)) == [("test-officer",)]
+    desk.shoot("12-cases")
+
+
+def test_english_switch(desk: Desk) -> None:
+    desk.open("/queue?show=all")
+    desk.submit(desk.driver.find_element(By.ID, "lang-en"))
+    desk.wait(expected_conditions.url_contains("/queue"))
+    text = desk.driver.find_element(By.TAG_NAME, "body").text
+    assert "Review queue" in text and "Rejected" in text and "Confirmed" in text
+    assert not desk.driver.find_elements(By.CSS_SELECTOR, "form.decide")  # both items are decided
+    desk.shoot("13-queue-english")
+    desk.open("/removals")
+    assert "Time to removal per site" in desk.driver.find_element(By.ID, "removal-chart").text
+    desk.submit(desk.driver.find_element(By.ID, "lang-ko"))
+    desk.wait(expected_conditions.url_contains("/removals"))
+    assert "삭제 현황" in desk.driver.find_element(By.TAG_NAME, "h1").text
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [value for name, value in attrs if name in ("src", "href", "action") and value]
+
+
+def test_pages_need_nothing_from_outside_the_machine(desk: Desk) -> None:
+    notice_id = desk.sql("select max(id) from notices")[0][0]
+    pages = ["/queue?show=all", f"/items/{desk.state['items'][GRACE_HOPPER]}", "/notices", f"/notices/{notice_id}",
+             "/removals", "/cases", f"/cases/{CASE}"]
+    for path in pages:
+        desk.open(path)
+        resources = desk.driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)")
+        assert resources and all(r.startswith(desk.base + "/") for r in resources), (path, resources)
+        status, body, headers = desk.fetch(path)
+        assert status == 200 and "default-src 'none'" in headers["Content-Security-Policy"]
+        assert headers["Cache-Control"] == "no-store"
+        links = _Links()
+        links.feed(body.decode())
+        outside = [u for u in links.urls if re.match(r"^(https?:)?//", u)]
+        assert not outside, (path, outside)
+
+
+def test_sessions_and_forms_are_guarded(desk: Desk) -> None:
+    item_id = desk.state["items"][GRACE_HOPPER]
+    status, _, headers = desk.fetch("/queue", cookies=False)
+    assert status == 302 and "/login" in headers["Location"]
+    status, _, _ = desk.fetch(f"/items/{item_id}/thumb", cookies=False)
+    assert status == 302  # no picture without a session
+    status, _, _ = desk.fetch(f"/items/{item_id}/decide", data=b"decision=reject", cookies=False)
+    assert status == 401
+    status, body, _ = desk.fetch(f"/items/{item_id}/decide", data=b"decision=reject&csrf=forged")
+    assert status == 400 and b"CSRF" in body
+    status, body, _ = desk.fetch("/login?next=//evil.example/")
+    assert status == 200 and b'value="/queue"' in body  # after log-in: our queue, never another site
+    desk.submit(desk.driver.find_element(By.ID, "logout"))
+    desk.wait(expected_conditions.url_contains("/login"))
+    desk.open("/queue")
+    assert "/login" in desk.driver.current_url
