@@ -13,6 +13,10 @@ import asyncio
 import io
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +27,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import psycopg
 import pytest
@@ -45,10 +50,13 @@ from server.db import open_pool
 from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.store import ROLES
 from tests.conftest import ASTRONAUT, GRACE_HOPPER, Mailbox, free_port, fresh_database, publish_post
+from tests.media_samples import encode_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = Path(os.environ.get("JIWOOM_CONSOLE_SCREENSHOTS", ROOT / "build" / "console-screenshots"))
 CASE = "case-console"
+VIDEO = "vid_003.mp4"  # 10 s
+YOUTH = "youth"
 NEW_CASE = "case-console-2"
 WAIT_S = 20
 
@@ -161,6 +169,15 @@ def crawl(desk: Desk, page: str, media: str) -> pb.MatchResponse:
     return desk.clients["crawler"].match(desk.site.get(media), source=source)
 
 
+def clip(video: Path, start_s: float, end_s: float) -> bytes:
+    """A cut from the middle of a video, re-encoded at half size: what re-uploaders post."""
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        frames = [frame.to_ndarray(format="rgb24", width=frame.width // 4 * 2, height=frame.height // 4 * 2)
+                  for frame in container.decode(stream) if start_s <= float(frame.pts * stream.time_base) < end_s]
+    return encode_video(frames, "mp4", "libx264", 25, preset="ultrafast")
+
+
 def sharpness(picture: Image.Image) -> float:
     """Mean edge strength: high for a photo, near zero once it is blurred."""
     edges = np.asarray(picture.convert("L").filter(ImageFilter.FIND_EDGES), dtype=np.float32)
@@ -188,8 +205,23 @@ def test_login_then_the_queue_shows_both_matches(desk: Desk, corpus: Path) -> No
         response = crawl(desk, f"/board/{n}", f"/img/{n}.jpg")
         assert references[name] in {m.reference_id for m in response.matches}
         sightings[name] = response.sighting_id
+    # A video reference and a clip cut from its middle, re-encoded smaller, posted on the same board.
+    video = corpus / "videos" / VIDEO
+    references[VIDEO] = desk.clients["case_system"].register_reference(CASE, video.read_bytes()).reference_id
+    publish_post(desk.site, "/board/4", "/vid/4.mp4", clip(video, 3.0, 8.0))
+    desk.site.put("/vid/4.mp4", clip(video, 3.0, 8.0), content_type="video/mp4")
+    response = crawl(desk, "/board/4", "/vid/4.mp4")
+    assert references[VIDEO] in {m.reference_id for m in response.matches}
+    sightings[VIDEO] = response.sighting_id
+    # A suspected post with a face flagged under 19 (as the service records one): no case, first in the queue.
+    publish_post(desk.site, "/board/5", "/img/5.jpg", transforms.encode(transforms.load(corpus / "images" /
+                                                                                       "img_0010.jpg")))
+    sightings[YOUTH] = desk.sql(
+        "insert into sightings (url, page_url, site, title, suspected, kind, youth_faces, seen_by)"
+        " values (%s, %s, %s, '교복 사진', true, 'image', 1, 'test') returning id",
+        (desk.site.url("/img/5.jpg"), desk.site.url("/board/5"), desk.site.origin))[0][0]
     counts = desk.run_worker()
-    assert counts["captured"] == 2 and counts["failed"] == 0
+    assert counts["captured"] == 4 and counts["failed"] == 0
     items = dict(desk.sql("select sighting_id, id from evidence_items"))
     desk.state.update(references=references, copies=copies,
                       items={name: items[sightings[name]] for name in sightings})
@@ -209,6 +241,12 @@ def test_login_then_the_queue_shows_both_matches(desk: Desk, corpus: Path) -> No
     desk.wait(expected_conditions.url_contains("/queue"))
     cards = desk.driver.find_elements(By.CSS_SELECTOR, "article.item")
     assert {c.get_attribute("id") for c in cards} == {f"item-{i}" for i in desk.state["items"].values()}
+    youth = item_card(desk, desk.state["items"][YOUTH])
+    assert cards[0].get_attribute("id") == youth.get_attribute("id")  # the most urgent first
+    assert "19세 미만?" in youth.text and "판정이 아니라" in youth.text
+    assert "증거 수집 중" not in youth.text
+    segment = item_card(desk, desk.state["items"][VIDEO]).find_element(By.CSS_SELECTOR, ".segment").text
+    assert re.search(r"게시물 00:0\d–00:0\d ↔ 참조 00:0[2-4]–00:0[6-9]", segment), segment  # where in the video
     text = desk.driver.find_element(By.TAG_NAME, "main").text
     assert "검토 대기열" in text and ("복제 탐지 임베딩" in text or "PDQ 해시" in text)
     assert f"사건 {CASE}의 참조 #{references[ASTRONAUT]}" in text
@@ -222,7 +260,8 @@ def test_login_then_the_queue_shows_both_matches(desk: Desk, corpus: Path) -> No
 def test_pictures_are_blurred_and_grey_until_one_is_revealed(desk: Desk) -> None:
     desk.open("/queue")
     astronaut, hopper = desk.state["items"][ASTRONAUT], desk.state["items"][GRACE_HOPPER]
-    images = {i: item_card(desk, i).find_element(By.CSS_SELECTOR, "figure.veiled img") for i in (astronaut, hopper)}
+    images = {i: item_card(desk, i).find_element(By.CSS_SELECTOR, "figure.veiled img")
+              for i in desk.state["items"].values()}  # the video's is the frame where it matched
     for item_id, img in images.items():
         src = img.get_attribute("src")
         assert "view=clear" not in src and "obscured" in img.get_attribute("class")
@@ -292,6 +331,24 @@ def test_reject_puts_the_media_in_the_case_negative_bank(desk: Desk) -> None:
     desk.shoot("05-queue-rejected")
 
 
+def test_a_youth_flag_is_escalated_then_rejected_without_touching_any_bank(desk: Desk) -> None:
+    youth = desk.state["items"][YOUTH]
+    desk.open("/queue")
+    desk.submit(item_card(desk, youth).find_element(By.ID, f"escalate-{youth}"))
+    assert "상급자 검토" in item_card(desk, youth).text  # still in the queue, marked
+    assert not item_card(desk, youth).find_elements(By.ID, f"escalate-{youth}")
+    card = item_card(desk, youth)
+    card.find_element(By.NAME, "note").send_keys("성인으로 확인")
+    desk.submit(card.find_element(By.ID, f"reject-{youth}"))
+    assert desk.sql("select review_state from evidence_items where id = %s", (youth,)) == [("rejected",)]
+    assert desk.sql("select count(*) from benign_media")[0][0] == 1  # only the case's rejection above
+    # Its youth notice draft had only this item: cancelled.
+    assert desk.sql("select n.state from notices n where n.kind = 'youth'") == [("cancelled",)]
+    assert [r[0] for r in desk.sql("select action from audit_log where target = %s and action like '%%Item'"
+                                   " and action <> 'RevealItem' order by id", (f"item:{youth}",))] == \
+        ["EscalateItem", "RejectItem"]
+
+
 def test_confirm_then_approve_sends_the_notice_once(desk: Desk) -> None:
     hopper = desk.state["items"][GRACE_HOPPER]
     desk.open("/queue")
@@ -322,6 +379,9 @@ def test_confirm_then_approve_sends_the_notice_once(desk: Desk) -> None:
     desk.submit(desk.driver.find_element(By.ID, "approve"))
     assert desk.driver.find_element(By.ID, "notice-state").text == "승인됨"
 
+    # Approving decided the video item of the same notice, which nobody had confirmed yet.
+    assert desk.sql("select review_state from evidence_items where id = %s",
+                    (desk.state["items"][VIDEO],)) == [("confirmed",)]
     desk.run_worker()
     desk.run_worker()  # a second pass sends nothing more
     assert len(desk.mailbox.messages) == 1
@@ -346,16 +406,17 @@ def test_a_removal_appears_in_the_chart(desk: Desk) -> None:
     desk.site.remove("/board/2")
     desk.site.remove("/img/2.jpg")
     desk.sql("update evidence_items set next_check_at = now() where id = %s", (hopper,))
+    desk.sql("update evidence_items set next_check_at = now() where removal_state = 'notified'")
     counts = desk.run_worker()
-    assert counts.get("check_removed") == 1, counts
+    assert counts.get("check_removed") == 1 and counts.get("check_still_up") == 1, counts  # the video is up
     desk.open("/removals")
     chart = desk.driver.find_element(By.ID, "removal-chart")
     assert chart.find_elements(By.CSS_SELECTOR, "rect.median")  # the site's bar: time to removal
-    assert "삭제 1/1" in chart.text
-    row = desk.driver.find_element(By.CSS_SELECTOR, "tr.removal-removed")
-    assert "삭제됨" in row.text
+    assert "삭제 1/2" in chart.text and "게시 중 1" in chart.text
+    assert "삭제됨" in desk.driver.find_element(By.CSS_SELECTOR, "tr.removal-removed").text
+    assert "게시 중" in desk.driver.find_element(By.CSS_SELECTOR, "tr.removal-still_up").text
     status, body, headers = desk.fetch("/removals.csv")
-    assert status == 200 and headers["Content-Type"].startswith("text/csv") and b",1,1,0,0," in body
+    assert status == 200 and headers["Content-Type"].startswith("text/csv") and b",2,1,1,0," in body
     desk.shoot("10-removals-after")
 
 
@@ -465,3 +526,30 @@ def test_sessions_and_forms_are_guarded(desk: Desk) -> None:
     desk.wait(expected_conditions.url_contains("/login"))
     desk.open("/queue")
     assert "/login" in desk.driver.current_url
+
+
+def test_the_console_command_serves_until_stopped(database_url: str, tmp_path: Path) -> None:
+    key = tmp_path / "evidence.key"
+    port = free_port()
+    command = [sys.executable, "-m", "server.cli", "console", "--database-url", database_url, "--data-dir",
+               str(tmp_path), "--listen", f"127.0.0.1:{port}"]
+    env = {**os.environ, "JIWOOM_EVIDENCE_KEY_FILE": str(key)}
+    refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120)
+    assert refused.returncode != 0 and b"start jiwoom serve once first" in refused.stderr  # no key: no console
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5) as response:
+                    assert response.status == 200 and "상담원 로그인" in response.read().decode()
+                    break
+            except urllib.error.URLError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"console did not start: {process.stdout.read().decode()[-3000:]}")  # type: ignore
+                time.sleep(0.3)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0

@@ -27,7 +27,7 @@ from server.errors import (
     UnsupportedMedia,
 )
 from server.media import DecodedMedia, decode_media, sniff_format
-from tests.media_samples import png_bomb, png_chunk
+from tests.media_samples import encode_video, png_bomb, png_chunk
 
 CORPUS = Path("/work/shared/corpus/dev")
 IMAGE = CORPUS / "images" / "img_0243.jpg"
@@ -80,25 +80,6 @@ def read_frames(path: Path, count: int, size: tuple[int, int]) -> list[np.ndarra
             if len(frames) == count:
                 break
     return frames
-
-
-def encode_video(
-    frames: Iterator[np.ndarray] | list[np.ndarray], container_format: str, codec: str, fps: int, **options: str
-) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=container_format) as out:
-        stream = None
-        for rgb in frames:
-            if stream is None:
-                stream = out.add_stream(codec, rate=fps, options=options)
-                stream.height, stream.width = rgb.shape[:2]
-                stream.pix_fmt = "yuv420p"
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                out.mux(packet)
-        assert stream is not None
-        for packet in stream.encode():
-            out.mux(packet)
-    return buf.getvalue()
 
 
 def remux(path: Path, container_format: str, writer: Callable[[], object] | None = None) -> bytes:
