@@ -380,8 +380,14 @@ def test_confirm_then_approve_sends_the_notice_once(desk: Desk) -> None:
     assert desk.driver.find_element(By.ID, "notice-state").text == "승인됨"
 
     # Approving decided the video item of the same notice, which nobody had confirmed yet.
-    assert desk.sql("select review_state from evidence_items where id = %s",
-                    (desk.state["items"][VIDEO],)) == [("confirmed",)]
+    video = desk.state["items"][VIDEO]
+    assert desk.sql("select review_state from evidence_items where id = %s", (video,)) == [("confirmed",)]
+    # An approved notice goes out as approved: rejecting one of its items now is refused, and touches no bank.
+    csrf = desk.driver.find_element(By.NAME, "csrf").get_attribute("value")
+    status, _, _ = desk.fetch(f"/items/{video}/decide", data=f"decision=reject&csrf={csrf}".encode())
+    assert status == 302
+    assert desk.sql("select review_state from evidence_items where id = %s", (video,)) == [("confirmed",)]
+    assert desk.sql("select count(*) from benign_media")[0][0] == 1
     desk.run_worker()
     desk.run_worker()  # a second pass sends nothing more
     assert len(desk.mailbox.messages) == 1

@@ -24,12 +24,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import grpc
 import yaml
 from flask import (
     Flask,
+    Request,
     Response,
     abort,
     flash,
@@ -63,6 +64,7 @@ from clients.notices.drafts import (
     notice_items,
     notice_texts,
     resolve_sending,
+    withdrawal_blocked_by,
 )
 from server.config import Settings
 from server.store import Principal, Store
@@ -114,24 +116,37 @@ class Console:
 
     def thumbnail(self, item_id: int, at_s: float) -> Image.Image | None:
         """Decrypting and decoding costs up to a second for a video: recent thumbnails are kept in memory
-        (small, never on disk)."""
+        (small, never on disk), and served only while their item exists (a forgotten case's go at once)."""
         key = (item_id, round(at_s, 1))
-        with self.lock:
-            if key in self.thumbnails:
-                self.thumbnails.move_to_end(key)
-                return self.thumbnails[key]
         with self.pool.connection() as conn:
+            if conn.execute("select 1 from evidence_items where id = %s", (item_id,)).fetchone() is None:
+                self.forget_thumbnails({item_id})
+                return None
+            with self.lock:
+                if key in self.thumbnails:
+                    self.thumbnails.move_to_end(key)
+                    return self.thumbnails[key]
             picture = views.media_thumbnail(conn, self.vault, item_id, at_s, self.settings.limits)
-        with self.lock:
-            self.thumbnails[key] = picture
-            while len(self.thumbnails) > THUMBNAIL_CACHE:
-                self.thumbnails.popitem(last=False)
+        if picture is not None:
+            with self.lock:
+                self.thumbnails[key] = picture
+                while len(self.thumbnails) > THUMBNAIL_CACHE:
+                    self.thumbnails.popitem(last=False)
         return picture
 
-    def forget_thumbnails(self, item_ids: set[int] | None = None) -> None:
+    def forget_thumbnails(self, item_ids: set[int]) -> None:
         with self.lock:
-            for key in [k for k in self.thumbnails if item_ids is None or k[0] in item_ids]:
+            for key in [k for k in self.thumbnails if k[0] in item_ids]:
                 del self.thumbnails[key]
+
+
+class InMemoryUploads(Request):
+    """Uploaded files stay in memory (bounded by MAX_CONTENT_LENGTH): a victim's reference media must never be
+    spooled to a temporary file on disk, where deleting it leaves the bytes behind."""
+
+    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
+                         filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
+        return io.BytesIO()
 
 
 # -- formatting ----------------------------------------------------------------------------------------------------
@@ -157,6 +172,7 @@ def _png(picture: Image.Image) -> Response:
 
 def create_app(console: Console) -> Flask:
     app = Flask(__name__, template_folder=str(HERE / "templates"), static_folder=str(HERE / "static"))
+    app.request_class = InMemoryUploads
     app.config.update(MAX_CONTENT_LENGTH=console.settings.console.max_upload_bytes, MAX_FORM_MEMORY_SIZE=MAX_FORM_TEXT,
                       SECRET_KEY=secrets.token_bytes(32))  # only for flash messages; sessions are server-side
     messages = load_messages()
@@ -354,6 +370,9 @@ def create_app(console: Console) -> Flask:
         try:
             with console.pool.connection() as conn:
                 target = review.review_target(conn, item_id)
+                blocked = withdrawal_blocked_by(conn, item_id) if decision == "reject" else None
+            if blocked is not None:
+                raise NoticeError(t("reject_blocked", id=item_id, notice=blocked))
             if decision == "reject" and target.case_id is not None and target.review_state != "rejected":
                 # Not this victim: into this case's negative bank, so the same media never matches the case again.
                 session.client.mark_benign(sighting_id=target.sighting_id, case_id=target.case_id,

@@ -214,16 +214,23 @@ def approve(conn: Connection, who: Principal, notice_id: int) -> None:
           {"recipient_domain": recipient.rsplit("@", 1)[-1], "confirmed_items": confirmed})
 
 
+def withdrawal_blocked_by(conn: Connection, item_id: int) -> str | None:
+    """The approved notice (not yet sent) an item is in, if any: it goes out as approved or not at all."""
+    row = conn.execute("select n.reference from notice_items ni join notices n on n.id = ni.notice_id"
+                       " where ni.item_id = %s and n.state in ('approved', 'sending') limit 1", (item_id,)).fetchone()
+    return None if row is None else row[0]
+
+
 def withdraw_item(conn: Connection, who: Principal, item_id: int, drafting: Drafting) -> list[int]:
     """Take a rejected item out of the drafts it is in (a draft left empty is cancelled, the others re-rendered);
     the notices changed. An approved notice not yet sent must be cancelled by an officer first: it went out as
     approved or not at all."""
+    blocked = withdrawal_blocked_by(conn, item_id)
+    if blocked is not None:
+        raise NoticeError(f"item {item_id} is in notice {blocked}, already approved: cancel that notice first")
     rows = conn.execute(
         "select n.id, n.state, n.reference from notice_items ni join notices n on n.id = ni.notice_id"
         " where ni.item_id = %s order by n.id for update of n", (item_id,)).fetchall()
-    for _, state, reference in rows:
-        if state in ("approved", "sending"):
-            raise NoticeError(f"item {item_id} is in notice {reference}, already {state}: cancel that notice first")
     changed = []
     for notice_id, state, _ in rows:
         if state != "draft":  # sent, failed or cancelled notices keep their history
