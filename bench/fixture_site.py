@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 _CHUNK = 64 * 1024
 _ZEROS = bytes(_CHUNK)
@@ -57,8 +57,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, *, head: bool) -> None:
         site = self.server.site
-        path = urlsplit(self.path).path
-        route = site._hit(path)
+        target = urlsplit(self.path)
+        route = site._hit(target.path, target.query, self.path)
         if route is None:
             route = _Route(status=404, headers=[("Content-Type", "text/html; charset=utf-8")],
                            body=b"<html><body><h1>404 Not Found</h1></body></html>")
@@ -99,6 +99,7 @@ class FixtureSite:
     def __init__(self) -> None:
         self._routes: dict[str, _Route] = {}
         self._hits: Counter[str] = Counter()
+        self._requests: list[str] = []  # request targets (path?query) in arrival order
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -158,18 +159,27 @@ class FixtureSite:
         with self._lock:
             return self._hits[urlsplit(path).path]
 
+    def requests(self) -> list[str]:
+        """Every request target (path and query, as sent) the site has seen, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
     # --- routes -----------------------------------------------------------------------------------------------
 
     def put(self, path: str, body: bytes, content_type: str = "text/html; charset=utf-8", status: int = 200,
             headers: dict[str, str] | None = None) -> None:
-        """Serve ``body`` at ``path`` (replacing what was there); ``headers`` are sent as given."""
+        """Serve ``body`` at ``path`` (replacing what was there); ``headers`` are sent as given.
+
+        Every route method takes a path with a query too (``/bbs/board.php?bo_table=free&wr_id=7``): that route
+        answers requests with the same parameters in any order; a route without a query answers any query.
+        """
         self._set(path, _Route(status=status, headers=[("Content-Type", content_type), *(headers or {}).items()],
                                body=body))
 
     def remove(self, path: str) -> None:
         """Take ``path`` down: it answers 404 afterwards."""
         with self._lock:
-            self._routes.pop(path, None)
+            self._routes.pop(_route_key(path), None)
 
     def redirect(self, path: str, to: str, status: int = 302) -> None:
         """Answer ``path`` with a redirect to ``to`` (relative or absolute)."""
@@ -202,12 +212,22 @@ class FixtureSite:
 
     def _set(self, path: str, route: _Route) -> None:
         with self._lock:
-            self._routes[path] = route
+            self._routes[_route_key(path)] = route
 
-    def _hit(self, path: str) -> _Route | None:
+    def _hit(self, path: str, query: str = "", target: str = "") -> _Route | None:
         with self._lock:
             self._hits[path] += 1
-            return self._routes.get(path)
+            self._requests.append(target or path)
+            route = self._routes.get(_route_key(f"{path}?{query}")) if query else None
+            return route or self._routes.get(path)
+
+
+def _route_key(path: str) -> str:
+    """The route table's key: the path as given, or with a query its parameters sorted (order does not matter)."""
+    base, mark, query = path.partition("?")
+    if not mark:
+        return path
+    return f"{base}?{urlencode(sorted(parse_qsl(query, keep_blank_values=True)))}"
 
 
 def korean_post_page(title: str, author: str, posted: str, body_text: str, image_paths: list[str],

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.cli import add_commands
+from ingest.cli import add_commands as add_crawl_commands
 from server.config import Settings, load_settings
 from server.errors import MediaError
 from server.features import ALL_FAMILIES, MediaFeatures
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--role", required=True, choices=("crawler", "case_system", "officer", "admin"))
             command.add_argument("--name", required=True, help="who or what holds the token (for the audit log)")
     add_commands(commands)
+    add_crawl_commands(commands)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -1,0 +1,95 @@
+"""`jiwoom crawl CONFIG` runs (or resumes) a crawl job; `jiwoom keywords PROMPT` shows what a prompt expands to."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+from server.config import load_settings
+
+
+def _expansion(prompt: str, lexicon_file: str = "", limit: int | None = None):  # type: ignore[no-untyped-def]
+    from ingest.keywords import Lexicon, default_encoder, expand
+    from ingest.normalise import Normaliser
+
+    normaliser = Normaliser.load()
+    lexicon = Lexicon.load(extra=[Path(lexicon_file)] if lexicon_file else ())
+    expansion = expand(prompt, lexicon, default_encoder(), normaliser, **({"limit": limit} if limit else {}))
+    return expansion, normaliser
+
+
+def keywords_command(args: argparse.Namespace) -> int:
+    expansion, _ = _expansion(args.prompt, args.lexicon or "", args.limit)
+    print(json.dumps({"prompt": args.prompt, "concerns_minors": expansion.concerns_minors}, ensure_ascii=False))
+    for k in expansion.keywords:
+        print(json.dumps({"text": k.text, "kind": k.kind, "score": round(k.score, 4), "concept": k.concept,
+                          "language": k.language, "normalised": k.normalised}, ensure_ascii=False))
+    return 0
+
+
+def crawl_command(args: argparse.Namespace) -> int:
+    from ingest.config import ConfigError, load_config
+    from ingest.crawler import Crawl, author_activity, media_spread, start_job
+    from ingest.stream import MatchStreamer
+    from server.app import database
+    from server.db import open_pool
+    from server.store import Store
+
+    try:
+        config = load_config(Path(args.config))
+    except (ConfigError, OSError) as error:
+        raise SystemExit(f"crawl config: {error}") from error
+    token = os.environ.get(config.token_env, "")
+    if not token:
+        raise SystemExit(f"the crawler streams to the Matcher with a crawler token: set ${config.token_env}"
+                         " (jiwoom token --role crawler --name crawler-1)")
+    settings = load_settings()
+    if args.data_dir:
+        settings = replace(settings, service=replace(settings.service, data_dir=args.data_dir))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    expansion, normaliser = _expansion(config.prompt, config.lexicon)
+    with database(settings, args.database_url) as url, open_pool(url, max_size=4) as pool:
+        who = Store(pool).principal(token)
+        if who is None or who.role not in ("crawler", "admin"):
+            raise SystemExit(f"${config.token_env} is not a crawler's token")
+        with pool.connection() as conn:
+            resumed = start_job(conn, config, expansion, who.name)
+        print(f"crawl job {config.job}: {'resumed' if resumed else 'started'}; {len(expansion.keywords)} keywords,"
+              f" minors: {expansion.concerns_minors}", flush=True)
+
+        async def crawl() -> dict[str, object]:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+            ca = Path(config.matcher_tls_ca) if config.matcher_tls_ca else None
+            async with MatchStreamer(config.matcher, token, tls_ca=ca,
+                                     timeout_s=config.limits.match_timeout_s) as streamer:
+                stats = await Crawl(config, pool, streamer, expansion, normaliser).run(stop)
+            return stats.as_dict()
+
+        stats = asyncio.run(crawl())
+        with pool.connection() as conn:
+            stats["top_authors"] = author_activity(conn, config.job, limit=10)
+            stats["spread"] = media_spread(conn, config.job, limit=10)
+    print(json.dumps(stats, ensure_ascii=False, default=str), flush=True)
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    crawl = commands.add_parser("crawl", help="run or resume a crawl job from its YAML config")
+    crawl.add_argument("config", help="the job's YAML file (see ingest/config.py and ingest/crawl.example.yaml)")
+    crawl.add_argument("--database-url", help="PostgreSQL conninfo (default $DATABASE_URL, else embedded)")
+    crawl.add_argument("--data-dir", help="data directory of the embedded PostgreSQL")
+    crawl.set_defaults(run=crawl_command)
+    keywords = commands.add_parser("keywords", help="expand an officer's prompt into ranked keywords")
+    keywords.add_argument("prompt")
+    keywords.add_argument("--lexicon", help="an extra lexicon YAML file")
+    keywords.add_argument("--limit", type=int)
+    keywords.set_defaults(run=keywords_command)
