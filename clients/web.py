@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import brotli
@@ -50,6 +51,14 @@ _READ_CHUNK = 64 * 1024
 # Only encodings we can decode (and cap) ourselves are advertised, so a server has no reason to send others.
 _ACCEPT_ENCODING = "gzip, deflate, br"
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def site_of(url: str) -> str:
+    """The site a URL belongs to: the host, with the port when one is given (another port is another service,
+    often another operator). Notices, removal reports and the crawler's per-host limits group by it."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 @dataclass(frozen=True)

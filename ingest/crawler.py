@@ -21,13 +21,13 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from psycopg import Connection
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from clients.web import Fetcher, FetchError, FetchPolicy, FetchRefused
+from clients.web import Fetcher, FetchError, FetchPolicy, FetchRefused, site_of
 from ingest.config import CrawlConfig
 from ingest.extract import Page, Post, SiteSelectors, extract_page
 from ingest.keywords import Expansion, score_text
@@ -40,12 +40,6 @@ USER_AGENT = "jiwoom-crawler/0.1 (+victim-support takedown crawler)"
 PAGE_KINDS = ("seed", "search", "page")
 MAX_TEXT_CHARS = 4000  # post text sent with each item: enough for evidence and scoring
 HTML_TYPES = ("text/html", "application/xhtml+xml")
-
-
-def host_of(url: str) -> str:
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    return f"{host}:{parts.port}" if parts.port else host
 
 
 @dataclass
@@ -107,7 +101,7 @@ def start_job(conn: Connection, config: CrawlConfig, expansion: Expansion, creat
                        (config.job, config.prompt, Jsonb(config.as_json()),
                         Jsonb([{"text": k.text, "kind": k.kind, "score": round(k.score, 4)}
                                for k in expansion.keywords]), expansion.concerns_minors,
-                        sorted({host_of(seed.url) for seed in config.seeds}), created_by)).fetchone()
+                        sorted({site_of(seed.url) for seed in config.seeds}), created_by)).fetchone()
     if row is None:
         resumed = conn.execute("update crawl_frontier set state = 'pending' where job_id = %s and state = 'fetching'"
                                " returning id", (config.job,)).fetchall()
@@ -126,7 +120,7 @@ def start_job(conn: Connection, config: CrawlConfig, expansion: Expansion, creat
 def _enqueue(conn: Connection, job: str, urls: Iterable[str], *, kind: str, depth: int, discovered_from: str = "",
              post: dict[str, Any] | None = None, selectors: str = "") -> int:
     # A page is one row however many pages link to it; a media URL is one row per post it is in.
-    rows = [(job, url, kind, host_of(url), depth, discovered_from if kind == "media" else "",
+    rows = [(job, url, kind, site_of(url), depth, discovered_from if kind == "media" else "",
              Jsonb(post) if post is not None else None, selectors) for url in dict.fromkeys(urls)]
     if not rows:
         return 0
@@ -173,7 +167,7 @@ class Crawl:
     _selectors: dict[str, SiteSelectors] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._scope = {host_of(seed.url) for seed in self.config.seeds}
+        self._scope = {site_of(seed.url) for seed in self.config.seeds}
         self._selectors = {seed.url: SiteSelectors(**seed.selectors) for seed in self.config.seeds if seed.selectors}
 
     def _policy(self, max_bytes: int) -> FetchPolicy:
@@ -194,6 +188,7 @@ class Crawl:
             self._scope |= set(row[0] if row else ())
         gate = HostGate(limits.per_host_concurrency, limits.per_host_delay_s)
         in_flight: set[asyncio.Task[None]] = set()
+        stopping = asyncio.create_task(stop.wait())
         async with Fetcher(self._policy(limits.page_max_bytes)) as pages, \
                 Fetcher(self._policy(limits.media_max_bytes)) as media:
             while not stop.is_set():
@@ -213,8 +208,8 @@ class Crawl:
                     task.add_done_callback(in_flight.discard)
                 if not in_flight:
                     break  # nothing pending and nothing running: the crawl is complete
-                await asyncio.wait(in_flight | {asyncio.create_task(stop.wait())}, timeout=1.0,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(in_flight | {stopping}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
@@ -271,10 +266,10 @@ class Crawl:
         with self.pool.connection() as conn:
             if row.kind == "search":
                 # A search endpoint's results: their hosts become part of the crawl.
-                found = [u for u in dict.fromkeys(page.post_links + page.links) if host_of(u) != row.host]
-                self._scope |= {host_of(u) for u in found}
+                found = [u for u in dict.fromkeys(page.post_links + page.links) if site_of(u) != row.host]
+                self._scope |= {site_of(u) for u in found}
                 conn.execute("update crawl_jobs set hosts = array(select distinct unnest(hosts || %s::text[]))"
-                             " where id = %s", (sorted({host_of(u) for u in found}), self.config.job))
+                             " where id = %s", (sorted({site_of(u) for u in found}), self.config.job))
                 _enqueue(conn, self.config.job, found, kind="page", depth=1)
             else:
                 self._enqueue_links(conn, row, page)
@@ -287,9 +282,9 @@ class Crawl:
     def _enqueue_links(self, conn: Connection, row: FrontierRow, page: Page) -> None:
         if row.depth >= self.config.limits.max_depth:
             return
-        follow = [u for u in (*page.post_links, *page.next_pages) if host_of(u) in self._scope]
+        follow = [u for u in (*page.post_links, *page.next_pages) if site_of(u) in self._scope]
         if row.kind == "seed":  # a seed's other same-site pages (board lists) are worth a look too
-            follow += [u for u in page.links if host_of(u) == row.host]
+            follow += [u for u in page.links if site_of(u) == row.host]
         _enqueue(conn, self.config.job, follow, kind="page", depth=row.depth + 1, selectors=row.selectors)
 
     def _record_post(self, conn: Connection, row: FrontierRow, post: Post, score: Any) -> None:
@@ -302,7 +297,7 @@ class Crawl:
             " do update set title = excluded.title, author = excluded.author, posted_at = excluded.posted_at,"
             " text = excluded.text, text_score = excluded.text_score, hits = excluded.hits,"
             " suspected = excluded.suspected, media = excluded.media, seen_at = now()",
-            (self.config.job, post.url, host_of(post.url), post.title[:1000], post.author[:200], post.posted_at,
+            (self.config.job, post.url, site_of(post.url), post.title[:1000], post.author[:200], post.posted_at,
              post.text[:MAX_TEXT_CHARS], score.score, Jsonb(score.hits[:50]), suspected, len(media)))
         described = {"post_url": post.url, "title": post.title[:1000], "author": post.author[:200],
                      "posted_at": post.posted_at.isoformat() if post.posted_at else None,
@@ -326,8 +321,8 @@ class Crawl:
             author_posts, spread = conn.execute(
                 "select (select count(*) from crawl_posts where host = %s and author = %s and author <> ''),"
                 " (select count(distinct post_url) from crawl_media where content_sha256 = %s)",
-                (host_of(post_url), post.get("author", ""), sha256)).fetchone()
-        source = pb.Source(url=row.url, page_url=post_url, site=host_of(post_url), title=post.get("title", ""),
+                (site_of(post_url), post.get("author", ""), sha256)).fetchone()
+        source = pb.Source(url=row.url, page_url=post_url, site=site_of(post_url), title=post.get("title", ""),
                            author=post.get("author", ""), text=post.get("text", ""),
                            suspected=bool(post.get("suspected")),
                            extra={"crawl_job": self.config.job, "text_score": str(post.get("score", 0)),

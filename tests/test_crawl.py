@@ -6,6 +6,7 @@ private address, and resumes after a kill without fetching finished pages again.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -20,12 +21,13 @@ import psycopg
 import pytest
 import yaml
 
+from bench import transforms
 from bench.fixture_boards import Planted, plant_boards
 from bench.fixture_site import FixtureSite
 from clients.matcher import MatcherClient, open_channel
 from server.app import running_service
 from server.config import ServiceSettings, Settings
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, publish_post
 
 ROOT = Path(__file__).resolve().parents[1]
 CASE = "case-crawl"
@@ -41,6 +43,7 @@ class World:
     env: dict[str, str]
     references: dict[str, int]
     log: Path
+    matcher: str
 
     def sql(self, query: str, params: tuple = ()) -> list[tuple]:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
@@ -70,7 +73,7 @@ def world(postgres_server: str, corpus: Path, tmp_path_factory: pytest.TempPathF
                        "max_pages": 500, "max_depth": 4},
             "allow_networks": ["127.0.0.0/8"], "matcher": f"127.0.0.1:{running.port}"}, allow_unicode=True))
         env = {**os.environ, "JIWOOM_CRAWLER_TOKEN": running.store.create_token("test-crawler", "crawler")}
-        yield World(url, site, planted, config, env, references, data_dir / "crawl.log")
+        yield World(url, site, planted, config, env, references, data_dir / "crawl.log", f"127.0.0.1:{running.port}")
         channel.close()
 
 
@@ -155,3 +158,47 @@ def test_author_frequency_and_media_spread(world: World) -> None:
         spread = media_spread(conn, JOB, min_posts=1)
     assert authors and authors[0]["posts"] >= 2
     assert spread and all(s["posts"] >= 1 for s in spread)
+
+
+def test_search_endpoints_bring_in_new_sites(world: World, corpus: Path) -> None:
+    """No seeds: a search endpoint, asked for the top keywords, returns a site nobody gave; it is crawled."""
+    from ingest.config import parse_config
+    from ingest.crawler import Crawl, start_job
+    from ingest.keywords import Lexicon, default_encoder, expand
+    from ingest.normalise import Normaliser
+    from ingest.stream import MatchStreamer
+
+    with FixtureSite() as search, FixtureSite() as found:
+        name, path = next((n, p) for n, p in world.planted.references.items() if p.suffix == ".jpg")
+        copy = transforms.encode(transforms.border(transforms.load(path)), "JPEG", 85)
+        publish_post(found, "/board/7", "/img/7.jpg", copy, title="ㅇㅑ동 유출 (benign fixture)")
+        search.put("/search", f'<html><body><ol><li><a href="{found.url("/board/7")}">결과</a></li>'
+                   f'<li><a href="http://10.0.0.1/x">x</a></li></ol></body></html>'.encode())
+        config = parse_config({"job": "crawl-search", "prompt": "학교 유출 영상",
+                               "search": [{"url": search.url("/search?q={query}"), "keywords": 3}],
+                               "limits": {"per_host_delay_s": 0, "timeout_s": 5},
+                               "allow_networks": ["127.0.0.0/8"], "matcher": world.matcher})
+        normaliser = Normaliser.load()
+        expansion = expand(config.prompt, Lexicon.load(), default_encoder(), normaliser)
+        with psycopg.connect(world.database_url, autocommit=True) as conn:
+            start_job(conn, config, expansion, "test")
+
+        async def crawl() -> None:
+            from psycopg_pool import ConnectionPool
+
+            with ConnectionPool(world.database_url, min_size=1, max_size=4) as pool:
+                async with MatchStreamer(world.matcher, world.env["JIWOOM_CRAWLER_TOKEN"]) as streamer:
+                    await Crawl(config, pool, streamer, expansion, normaliser).run()
+
+        asyncio.run(crawl())
+        queries = [r for r in search.requests() if r.startswith("/search?q=")]
+        assert len(queries) == 3  # the top three keywords, each searched once
+        assert found.origin.removeprefix("http://") in world.sql(
+            "select hosts from crawl_jobs where id = 'crawl-search'")[0][0]
+        rows = world.sql("select s.id, s.title from sightings s where s.page_url = %s", (found.url("/board/7"),))
+        assert rows and rows[0][1] == "ㅇㅑ동 유출 (benign fixture)"
+        assert world.references[name] in {r[0] for r in world.sql(
+            "select reference_id from matches where sighting_id = %s", (rows[0][0],))}
+        assert world.sql("select suspected from crawl_posts where post_url = %s", (found.url("/board/7"),)) == \
+            [(True,)]  # the obfuscated title scored against the keywords
+        assert world.sql("select state from crawl_frontier where url = 'http://10.0.0.1/x'") in ([], [("failed",)])

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 from psycopg import Connection
 
@@ -24,21 +24,13 @@ from clients import KST
 from clients.evidence.capture import Browser, build_warc
 from clients.evidence.reports import ArtefactHash, MatchExplanation, ReportItem
 from clients.evidence.vault import Vault, artefact_context, decrypt, encrypt
-from clients.web import Fetched, Fetcher, FetchRefused, url_allowed
+from clients.web import Fetched, Fetcher, FetchRefused, site_of, url_allowed
 from server import chain
 
 PRIORITY_UNDER_19 = 100  # Korean law lets the centre act on these without a victim's request: they go first
 PRIORITY_MATCH = 10
 ENQUEUE_BATCH = 500
 TOOL = "jiwoom-evidence/0.1"
-
-
-def site_of(url: str) -> str:
-    """The site an item belongs to, for notices and removal reports: the host, with the port when one is given
-    (another port is another service, often another operator)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    return f"{host}:{parts.port}" if parts.port else host
 
 
 # -- items ---------------------------------------------------------------------------------------------------------
