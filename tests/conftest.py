@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,62 @@ def publish_post(site: FixtureSite, page: str, media: str, data: bytes, title: s
     site.put(page, korean_post_page(title, "익명123", "2026.11.21 14:03", "원본 글입니다.\n퍼가지 마세요.", [media]))
     site.put("/.well-known/security.txt", b"Contact: mailto:abuse@site.example\nExpires: 2027-12-31T00:00:00Z\n",
              content_type="text/plain")
+
+
+# --- the service with its action worker, as the evidence and console tests use it --------------------------------
+
+
+@dataclass
+class ActionDesk:
+    """A running service (real models, PostgreSQL) with an action worker run by hand, an SMTP mailbox on loopback,
+    and one token and client per role."""
+
+    settings: Settings
+    database_url: str
+    running: Any  # server.app.Running
+    channel: Any  # grpc.Channel
+    tokens: dict[str, str]
+    clients: dict[str, Any]  # role -> clients.matcher.MatcherClient
+    worker: Any  # clients.worker.Worker
+    mailbox: Mailbox
+
+
+@contextmanager
+def action_desk(postgres_server: str, data_dir: Path) -> Iterator[ActionDesk]:
+    from aiosmtpd.controller import Controller
+
+    from clients.matcher import MatcherClient, open_channel
+    from clients.worker import Worker
+    from server.app import running_service
+    from server.config import EvidenceSettings, MonitorSettings, NoticeSettings, ServiceSettings
+    from server.store import ROLES
+
+    mailbox = Mailbox()
+    smtp_port = free_port()  # aiosmtpd's Controller(port=0) does not work
+    controller = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    sites = data_dir / "sites.yaml"  # the fixture hosts stand for a Korean community (the law that applies)
+    sites.write_text("127.0.0.1:\n  name: 테스트 커뮤니티\n  jurisdiction: KR\n")
+    settings = Settings(
+        service=ServiceSettings(listen="127.0.0.1:0", data_dir=str(data_dir), max_workers=4),
+        evidence=EvidenceSettings(allow_networks="127.0.0.0/8", page_timeout_s=15, fetch_timeout_s=15),
+        notices=NoticeSettings(sites_file=str(sites), smtp_host="127.0.0.1", smtp_port=smtp_port,
+                               sender_email="takedown@centre.example", sender_name="김담당"),
+        monitor=MonitorSettings(recheck_interval_s=3600))
+    try:
+        with fresh_database(postgres_server) as url, running_service(settings, url) as running:
+            tokens = {role: running.store.create_token(f"test-{role}", role) for role in ROLES}
+            channel = open_channel(f"127.0.0.1:{running.port}")
+            clients = {role: MatcherClient(channel, token) for role, token in tokens.items()}
+
+            def match_references(data: bytes) -> set[int]:
+                return {m.reference_id for m in clients["officer"].match(data).matches if m.reference_id}
+
+            worker = Worker(settings, running.store.pool, match_references)
+            try:
+                yield ActionDesk(settings, url, running, channel, tokens, clients, worker, mailbox)
+            finally:
+                worker.close()
+                channel.close()
+    finally:
+        controller.stop()

@@ -31,7 +31,6 @@ import av
 import numpy as np
 import psycopg
 import pytest
-from aiosmtpd.controller import Controller
 from PIL import Image, ImageFilter
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -42,14 +41,11 @@ from bench import transforms
 from bench.fixture_site import FixtureSite
 from clients.console.app import Console, create_app, serving
 from clients.evidence.capture import Browser
-from clients.matcher import MatcherClient, open_channel
+from clients.matcher import MatcherClient
 from clients.worker import Worker, drafting, open_vault
-from server.app import running_service
-from server.config import EvidenceSettings, MonitorSettings, NoticeSettings, ServiceSettings, Settings
 from server.db import open_pool
 from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
-from server.store import ROLES
-from tests.conftest import ASTRONAUT, GRACE_HOPPER, Mailbox, free_port, fresh_database, publish_post
+from tests.conftest import ASTRONAUT, GRACE_HOPPER, Mailbox, action_desk, free_port, publish_post
 from tests.media_samples import encode_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,38 +123,14 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 @pytest.fixture(scope="module")
 def desk(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
-    data_dir = tmp_path_factory.mktemp("console")
-    mailbox = Mailbox()
-    smtp_port = free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
-    sites = data_dir / "sites.yaml"
-    sites.write_text("127.0.0.1:\n  name: 테스트 커뮤니티\n  jurisdiction: KR\n")
-    settings = Settings(
-        service=ServiceSettings(listen="127.0.0.1:0", data_dir=str(data_dir), max_workers=4),
-        evidence=EvidenceSettings(allow_networks="127.0.0.0/8", page_timeout_s=15, fetch_timeout_s=15),
-        notices=NoticeSettings(sites_file=str(sites), smtp_host="127.0.0.1", smtp_port=smtp_port,
-                               sender_email="takedown@centre.example", sender_name="김담당"),
-        monitor=MonitorSettings(recheck_interval_s=3600))
-    try:
-        with fresh_database(postgres_server) as url, running_service(settings, url) as running, \
-                FixtureSite() as site, open_pool(url, max_size=6) as console_pool, Browser() as browser:
-            tokens = {role: running.store.create_token(f"test-{role}", role) for role in ROLES}
-            channel = open_channel(f"127.0.0.1:{running.port}")
-            clients = {role: MatcherClient(channel, token) for role, token in tokens.items()}
-
-            def match_references(data: bytes) -> set[int]:
-                return {m.reference_id for m in clients["officer"].match(data).matches if m.reference_id}
-
-            worker = Worker(settings, running.store.pool, match_references)
-            console = Console(settings, console_pool, open_vault(settings, create=False), drafting(settings),
-                              channel)
-            with serving(create_app(console), "127.0.0.1:0", threads=4) as port:
-                yield Desk(url, f"http://127.0.0.1:{port}", browser, worker, tokens, clients, site, mailbox)
-            worker.close()
-            channel.close()
-    finally:
-        controller.stop()
+    with action_desk(postgres_server, tmp_path_factory.mktemp("console")) as served, FixtureSite() as site, \
+            open_pool(served.database_url, max_size=6) as console_pool, Browser() as browser:
+        settings = served.settings
+        console = Console(settings, console_pool, open_vault(settings, create=False), drafting(settings),
+                          served.channel)
+        with serving(create_app(console), "127.0.0.1:0", threads=4) as port:
+            yield Desk(served.database_url, f"http://127.0.0.1:{port}", browser, served.worker, served.tokens,
+                       served.clients, site, served.mailbox)
 
 
 def crawl(desk: Desk, page: str, media: str) -> pb.MatchResponse:

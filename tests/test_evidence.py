@@ -22,7 +22,6 @@ from xml.etree import ElementTree
 
 import psycopg
 import pytest
-from aiosmtpd.controller import Controller
 from PIL import Image
 from warcio.archiveiterator import ArchiveIterator
 
@@ -30,16 +29,13 @@ from bench import transforms
 from bench.fixture_site import FixtureSite
 from clients.evidence.reports import hwpx_report, pdf_report
 from clients.evidence.writer import read_artefact, report_items, verify_artefacts
-from clients.matcher import MatcherClient, open_channel
+from clients.matcher import MatcherClient
 from clients.monitor import removal_chart_svg, removal_csv, removal_report
 from clients.worker import Worker
 from server import chain
-from server.app import running_service
 from server.cli import main as jiwoom
-from server.config import EvidenceSettings, MonitorSettings, NoticeSettings, ServiceSettings, Settings
 from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
-from server.store import ROLES
-from tests.conftest import ASTRONAUT, POST_TITLE, Mailbox, free_port, fresh_database
+from tests.conftest import ASTRONAUT, POST_TITLE, Mailbox, action_desk
 from tests.conftest import publish_post as post
 
 CASE = "case-evidence"
@@ -70,34 +66,8 @@ class Flow:
 @pytest.fixture(scope="module")
 def flow(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
     data_dir = tmp_path_factory.mktemp("evidence")
-    mailbox = Mailbox()
-    smtp_port = free_port()  # aiosmtpd's Controller(port=0) does not work
-    controller = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
-    sites = data_dir / "sites.yaml"  # both fixture hosts stand for a Korean community (the law that applies)
-    sites.write_text("127.0.0.1:\n  name: 테스트 커뮤니티\n  jurisdiction: KR\n")
-    settings = Settings(
-        service=ServiceSettings(listen="127.0.0.1:0", data_dir=str(data_dir), max_workers=4),
-        evidence=EvidenceSettings(allow_networks="127.0.0.0/8", page_timeout_s=15, fetch_timeout_s=15),
-        notices=NoticeSettings(sites_file=str(sites), smtp_host="127.0.0.1", smtp_port=smtp_port,
-                               sender_email="takedown@centre.example", sender_name="김담당"),
-        monitor=MonitorSettings(recheck_interval_s=3600))
-    try:
-        with fresh_database(postgres_server) as url, running_service(settings, url) as running, \
-                FixtureSite() as site_a, FixtureSite() as site_b:
-            tokens = {role: running.store.create_token(f"test-{role}", role) for role in ROLES}
-            channel = open_channel(f"127.0.0.1:{running.port}")
-            clients = {role: MatcherClient(channel, token) for role, token in tokens.items()}
-
-            def match_references(data: bytes) -> set[int]:
-                return {m.reference_id for m in clients["officer"].match(data).matches if m.reference_id}
-
-            worker = Worker(settings, running.store.pool, match_references)
-            yield Flow(url, worker, tokens, clients, site_a, site_b, mailbox, data_dir)
-            worker.close()
-            channel.close()
-    finally:
-        controller.stop()
+    with action_desk(postgres_server, data_dir) as desk, FixtureSite() as site_a, FixtureSite() as site_b:
+        yield Flow(desk.database_url, desk.worker, desk.tokens, desk.clients, site_a, site_b, desk.mailbox, data_dir)
 
 
 def crawl(flow: Flow, site: FixtureSite, page: str, media: str, title: str = TITLE) -> pb.MatchResponse:
