@@ -229,10 +229,11 @@ def console_command(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    def common(parser: argparse.ArgumentParser, token: bool = True) -> argparse.ArgumentParser:
         parser.add_argument("--database-url", help="PostgreSQL conninfo (default $DATABASE_URL, else embedded)")
         parser.add_argument("--data-dir", help="data directory of the embedded PostgreSQL and the evidence key")
-        parser.add_argument("--token", help="an officer's API token (default $JIWOOM_TOKEN)")
+        if token:
+            parser.add_argument("--token", help="an officer's API token (default $JIWOOM_TOKEN)")
         return parser
 
     worker = common(commands.add_parser("worker", help="capture evidence, draft and send notices, re-check removals"))
@@ -268,6 +269,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     removals.add_argument("--svg", help="write the chart here")
     removals.set_defaults(run=removals_command)
 
-    console = common(commands.add_parser("console", help="the officers' web console (review queue, notices, cases)"))
+    # Officers log in to the console with their own tokens: it takes none on the command line.
+    console = common(commands.add_parser("console", help="the officers' web console (review queue, notices, cases)"),
+                     token=False)
     console.add_argument("--listen", help="host:port (JIWOOM_CONSOLE_LISTEN, default 127.0.0.1:8080)")
     console.set_defaults(run=console_command)

@@ -160,11 +160,13 @@ def hours_between(start: datetime | None, end: datetime | None) -> str:
     return "" if start is None or end is None else f"{(end - start).total_seconds() / 3600:.1f}"
 
 
-def _png(picture: Image.Image) -> Response:
-    out = io.BytesIO()
-    picture.save(out, "PNG")
-    out.seek(0)
-    return send_file(out, mimetype="image/png", max_age=0)
+def _png(picture: Image.Image | bytes) -> Response:
+    """A picture (or PNG bytes) as an uncached PNG response."""
+    if isinstance(picture, Image.Image):
+        out = io.BytesIO()
+        picture.save(out, "PNG")
+        picture = out.getvalue()
+    return send_file(io.BytesIO(picture), mimetype="image/png", max_age=0)
 
 
 # -- the application -----------------------------------------------------------------------------------------------
@@ -357,8 +359,7 @@ def create_app(console: Console) -> Flask:
             png = read_artefact(conn, console.vault, item_id, "screenshot")
         if png is None:
             abort(404, description=t("no_picture"))
-        return send_file(io.BytesIO(screenshot_view(png, reveal=_revealed(item_id, "screenshot")).png),
-                         mimetype="image/png", max_age=0)
+        return _png(screenshot_view(png, reveal=_revealed(item_id, "screenshot")).png)
 
     @app.post("/items/<int:item_id>/decide")
     def decide(item_id: int) -> Any:
