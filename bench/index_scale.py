@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.index_scale --sizes 100000 1000000 --queries 1000 [--out /tmp/index_scale.md]
     .venv/bin/python -m bench.index_scale --references 100000 1000000 > /tmp/index_refs.md
+    python3 -m bench.index_scale --sizes 100000 1000000 10000000 --backends torch   # GPU host, no faiss needed
 
 Two modes. `--sizes` counts vectors (below). `--references` counts image references as the service stores them
 (--pdq-per-reference 1 PDQ code, --vectors-per-reference 10 SSCD vectors each) and queries them as it does (8
@@ -20,15 +21,21 @@ Indexes, at each size:
   with a low intrinsic dimension (2,000 clusters in a 64-d latent space, projected to 512-d, plus isotropic noise).
   Queries are near-copies of stored vectors (cosine ~0.9 to their source). Exact "Flat" and "IVF4096,PQ64" at
   nprobe 32; recall@1 and recall@10 of IVF-PQ are measured against Flat's results.
+- torch: `server.exact_index.ExactIndex` over the same vectors, on --torch-device (auto: CUDA when there is one),
+  one row per --torch-dtypes (default float32 and float16 on CUDA, float32 on CPU). Its recall is measured against
+  FAISS Flat where that ran at the same size, else against the float32 torch row (exact too). A size is skipped,
+  with a note, where its vectors do not fit: host memory for the generated data (and a CPU index), device memory
+  for the stored tensor with its growth headroom (10M x 512 float16 = 10 GB). `--backends` picks what runs
+  (pdq flat ivf torch; without faiss installed, torch only).
 
 Latency: single queries one at a time (p50/p99 ms, over as many queries as fit in --single-budget-s), and
 batched queries/s (all queries in one call). Memory: the index's own `memory_bytes()` estimate and the process
 RSS growth while the index was built (psutil).
 
 Threads: bulk builds and batched queries use all cores (or --threads). Per-call figures (one add(), one query)
-use --single-threads OpenMP threads, 1 by default, as a server that runs requests side by side would: a single
-small query split over OpenMP threads waits at barriers for any thread the OS has descheduled, which on a busy
-2-core machine made PDQ queries at 1M codes ~7x slower (8 ms p50 instead of 1.2 ms).
+use --single-threads OpenMP (and CPU torch) threads, 1 by default, as a server that runs requests side by side
+would: a single small query split over OpenMP threads waits at barriers for any thread the OS has descheduled,
+which on a busy 2-core machine made PDQ queries at 1M codes ~7x slower (8 ms p50 instead of 1.2 ms).
 """
 
 from __future__ import annotations
@@ -44,11 +51,26 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-import faiss
 import numpy as np
+import torch
 
-from bench.models import publish
-from server.index import BinaryIndex, VectorIndex
+from server.exact_index import ExactIndex, resolve_device
+from server.index_base import VectorHits
+
+try:
+    import faiss
+
+    from server.index import BinaryIndex, VectorIndex
+except ImportError:  # a GPU host without faiss (the test machine): only the torch rows run
+    faiss = None
+try:
+    from bench.models import publish
+except ImportError:  # bench.models imports the model stack (tritonclient, grpc tools), absent on the GPU test host
+
+    def publish(text: str, out: str | Path | None) -> None:
+        print(text)
+        if out:
+            Path(out).write_text(text.rstrip("\n") + "\n")
 
 DIM = 512
 LATENT = 64
@@ -72,10 +94,14 @@ def machine() -> list[str]:
                 if line.startswith("model name")), platform.processor())
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     load = os.getloadavg()
-    return [f"- CPU: {cpu}, {os.cpu_count()} cores, {ram:.0f} GiB RAM; FAISS OpenMP threads: "
-            f"{faiss.omp_get_max_threads()}",
-            f"- faiss {faiss.__version__} ({faiss.get_compile_options().strip()}), GPUs seen by faiss: "
-            f"{faiss.get_num_gpus()}; numpy {np.__version__}; Python {platform.python_version()}",
+    gpu = (f"{torch.cuda.get_device_name()} ({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)"
+           if torch.cuda.is_available() else "none")
+    faiss_line = (f"faiss {faiss.__version__} ({faiss.get_compile_options().strip()}), GPUs seen by faiss: "
+                  f"{faiss.get_num_gpus()}, OpenMP threads {faiss.omp_get_max_threads()}" if faiss is not None
+                  else "faiss not installed (FAISS rows skipped)")
+    return [f"- CPU: {cpu}, {os.cpu_count()} cores, {ram:.0f} GiB RAM; GPU: {gpu}",
+            f"- {faiss_line}; torch {torch.__version__} ({torch.get_num_threads()} CPU threads); numpy "
+            f"{np.__version__}; Python {platform.python_version()}",
             f"- load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (other jobs on the machine skew "
             "timings)"]
 
@@ -151,13 +177,17 @@ SINGLE_THREADS = 1  # OpenMP threads for per-call figures (set from --single-thr
 
 @contextmanager
 def per_call_threads() -> Iterator[None]:
-    """OpenMP threads for per-call measurements, restored afterwards."""
-    saved = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(SINGLE_THREADS)
+    """OpenMP (FAISS) and CPU torch threads for per-call measurements, restored afterwards."""
+    saved = faiss.omp_get_max_threads() if faiss is not None else 0, torch.get_num_threads()
+    if faiss is not None:
+        faiss.omp_set_num_threads(SINGLE_THREADS)
+    torch.set_num_threads(SINGLE_THREADS)
     try:
         yield
     finally:
-        faiss.omp_set_num_threads(saved)
+        if faiss is not None:
+            faiss.omp_set_num_threads(saved[0])
+        torch.set_num_threads(saved[1])
 
 
 def single_latency(search: Callable[[np.ndarray], object], queries: np.ndarray, budget_s: float
@@ -186,10 +216,10 @@ def built(build: Callable[[], object]) -> tuple[object, float, int | None]:
     return index, seconds, None if before is None or after is None else after - before
 
 
-def row(name: str, size: int, build_s: float, add_ms: float, train: str, index: BinaryIndex | VectorIndex,
-        rss_delta: int | None, lat: tuple[float, float, int], qps: float, recall: str) -> str:
+def row(name: str, size: int, build_s: float, add_ms: float, train: str, index: BinaryIndex | VectorIndex | ExactIndex,
+        rss_delta: int | str | None, lat: tuple[float, float, int], qps: float, recall: str) -> str:
     mem = index.memory_bytes() / 2**20
-    grown = "n/a" if rss_delta is None else f"{rss_delta / 2**20:,.0f}"
+    grown = rss_delta if isinstance(rss_delta, str) else "n/a" if rss_delta is None else f"{rss_delta / 2**20:,.0f}"
     return (f"| {name} | {size:,} | {build_s:.1f} | {add_ms:.2f} | {train} | {mem:,.0f} | {grown} "
             f"| {lat[0]:.2f} | {lat[1]:.2f} | {lat[2]} | {qps:,.0f} | {recall} |")
 
@@ -211,7 +241,8 @@ def bench_pdq(size: int, nq: int, budget: float) -> str:
                f"{recall:.3f} (planted)")
 
 
-def add_all(index: BinaryIndex | VectorIndex, data: np.ndarray, per_owner: int) -> BinaryIndex | VectorIndex:
+def add_all(index: BinaryIndex | VectorIndex | ExactIndex, data: np.ndarray, per_owner: int
+            ) -> BinaryIndex | VectorIndex | ExactIndex:
     """Bulk load through add_many, 10,000 owners a call."""
     starts = range(0, len(data), per_owner)
     for first in range(0, len(starts), 10_000):
@@ -220,7 +251,8 @@ def add_all(index: BinaryIndex | VectorIndex, data: np.ndarray, per_owner: int) 
     return index
 
 
-def add_one_by_one(index: BinaryIndex | VectorIndex, data: np.ndarray, per_owner: int, n: int = 200) -> float:
+def add_one_by_one(index: BinaryIndex | VectorIndex | ExactIndex, data: np.ndarray, per_owner: int, n: int = 200
+                   ) -> float:
     """ms per add() of one owner, for owners arriving one at a time (new references, sightings)."""
     first = len(data) // per_owner + 1
     with per_call_threads():
@@ -230,28 +262,45 @@ def add_one_by_one(index: BinaryIndex | VectorIndex, data: np.ndarray, per_owner
         return (time.perf_counter() - started) * 1000 / n
 
 
-def bench_float(size: int, nq: int, budget: float, train_max: int, trained: dict[int, Path], notes: list[str]
-                ) -> list[str]:
-    data = embeddings(size)
-    queries = embedding_queries(data, nq)
-    rows = []
+def batched(search: Callable[[np.ndarray], VectorHits], queries: np.ndarray) -> tuple[VectorHits, float]:
+    """All queries in one call, after a warm-up call on the first 100 (CUDA: kernels chosen, memory pooled)."""
+    search(queries[:100])
+    started = time.perf_counter()
+    hits = search(queries)
+    return hits, len(queries) / (time.perf_counter() - started)
 
-    flat, seconds, grown = built(lambda: add_all(VectorIndex(DIM, metric="ip"), data, VEC_PER_OWNER))
+
+def stored_rows(hits: VectorHits, size: int) -> np.ndarray:
+    """Row of `data` each hit holds. add_one_by_one stores owners first.. again with the first rows' vectors, so
+    a tie between an original and its copy counts as the same hit whichever order an index returns them in."""
+    first = size // VEC_PER_OWNER + 1
+    owners = np.where(hits.owners >= first, hits.owners - first, hits.owners)
+    return np.where(hits.owners < 0, -1, owners * VEC_PER_OWNER + hits.locals)
+
+
+def recall_vs(reference: VectorHits, hits: VectorHits, size: int) -> str:
+    """recall@1 and recall@10 of `hits` against an exact reference."""
+    ref, got = stored_rows(reference, size), stored_rows(hits, size)
+    r10 = np.mean([len(set(a) & set(b)) / len(set(a)) for a, b in zip(ref, got, strict=True)])  # copies count once
+    return f"{np.mean(ref[:, 0] == got[:, 0]):.3f} (R@10 {r10:.3f})"
+
+
+def bench_flat(size: int, data: np.ndarray, queries: np.ndarray, budget: float) -> tuple[str, VectorHits]:
+    flat, seconds, grown = built(lambda: add_all(VectorIndex(DIM, metric="ip", use_gpu=False), data, VEC_PER_OWNER))
     add_ms = add_one_by_one(flat, data, VEC_PER_OWNER)
     lat = single_latency(lambda q, index=flat: index.search(q, 10), queries, budget)
-    started = time.perf_counter()
-    exact = flat.search(queries, 10)
-    qps = nq / (time.perf_counter() - started)
-    rows.append(row("SSCD 512-d Flat (exact)", size, seconds, add_ms, "–", flat, grown, lat, qps, "1 (exact)"))
-    del flat
-    gc.collect()
+    exact, qps = batched(lambda q, index=flat: index.search(q, 10), queries)
+    return row("SSCD 512-d Flat (exact)", size, seconds, add_ms, "–", flat, grown, lat, qps, "1 (exact)"), exact
 
+
+def bench_ivf(size: int, data: np.ndarray, queries: np.ndarray, budget: float, train_max: int,
+              trained: dict[int, Path], notes: list[str], exact: VectorHits | None) -> str:
     # IVF k-means dominates; train once on the first `train_max` vectors and reuse the trained, empty index for
     # larger sizes (the first rows are the same data at every size) through save/load.
     factory = "IVF4096,PQ64"
     sample = min(size, train_max)
     if sample not in trained:
-        index = VectorIndex(DIM, metric="ip", factory=factory, nprobe=32)
+        index = VectorIndex(DIM, metric="ip", factory=factory, nprobe=32, use_gpu=False)
         started = time.perf_counter()
         index.train(data[:sample])
         train_s = time.perf_counter() - started
@@ -264,18 +313,97 @@ def bench_float(size: int, nq: int, budget: float, train_max: int, trained: dict
         del index
     else:
         train_note = f"reused ({sample // 1000}k)"
-    ivf, seconds, grown = built(lambda: add_all(VectorIndex.load(trained[sample]), data, VEC_PER_OWNER))
+    ivf, seconds, grown = built(lambda: add_all(VectorIndex.load(trained[sample], use_gpu=False), data,
+                                                VEC_PER_OWNER))
     add_ms = add_one_by_one(ivf, data, VEC_PER_OWNER)
     lat = single_latency(lambda q, index=ivf: index.search(q, 10), queries, budget)
-    started = time.perf_counter()
-    approx = ivf.search(queries, 10)
-    qps = nq / (time.perf_counter() - started)
-    exact_ids = exact.owners * VEC_PER_OWNER + exact.locals
-    approx_ids = approx.owners * VEC_PER_OWNER + approx.locals
-    r1 = np.mean(exact_ids[:, 0] == approx_ids[:, 0])
-    r10 = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact_ids, approx_ids, strict=True)])
-    rows.append(row(f"SSCD 512-d {factory} nprobe 32", size, seconds, add_ms, train_note, ivf, grown, lat, qps,
-                    f"{r1:.3f} (R@10 {r10:.3f})"))
+    approx, qps = batched(lambda q, index=ivf: index.search(q, 10), queries)
+    recall = "– (no exact reference)" if exact is None else recall_vs(exact, approx, size)
+    return row(f"SSCD 512-d {factory} nprobe 32", size, seconds, add_ms, train_note, ivf, grown, lat, qps, recall)
+
+
+def torch_fits(size: int, device: torch.device, dtype: str, data_bytes: int) -> str | None:
+    """Why an ExactIndex of `size` vectors would not fit, or None: the tensor at its growth peak (old and new
+    capacity side by side, up to 2.5x the vectors) plus the search workspace, against free device memory (CUDA)
+    or MemAvailable less the generated data (CPU)."""
+    need = int(2.5 * size * DIM * (2 if dtype == "float16" else 4)) + (256 << 20)
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else mem_available() - data_bytes
+    if need > 0.9 * free:
+        return f"needs ~{need / 2**30:.1f} GiB on {device} at its growth peak, {free / 2**30:.1f} GiB free"
+    return None
+
+
+def bench_torch(size: int, data: np.ndarray, queries: np.ndarray, budget: float, device: torch.device,
+                dtype: str, reference: VectorHits | None, notes: list[str]) -> tuple[str, VectorHits | None]:
+    """One ExactIndex row; returns (row, its hits) — float32 hits are exact and serve as the reference where
+    FAISS Flat did not run."""
+    name = f"SSCD 512-d torch exact {dtype} ({device.type})"
+    why = torch_fits(size, device, dtype, data.nbytes)
+    if why:
+        notes.append(f"- {name} at {size:,} vectors skipped: {why}")
+        return f"| {name} | {size:,} | skipped (memory, see notes) | | | | | | | | | |", None
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    index, seconds, grown = built(lambda: add_all(ExactIndex(DIM, metric="ip", device=str(device), dtype=dtype),
+                                                  data, VEC_PER_OWNER))
+    add_ms = add_one_by_one(index, data, VEC_PER_OWNER)
+    lat = single_latency(lambda q, x=index: x.search(q, 10), queries, budget)
+    hits, qps = batched(lambda q, x=index: x.search(q, 10), queries)
+    if cuda:  # host RSS says little here: the device's peak allocation across build and searches instead
+        grown = f"GPU peak {(torch.cuda.max_memory_allocated(device) - base) / 2**20:,.0f}"
+    if reference is not None:
+        recall = recall_vs(reference, hits, size)
+    else:
+        recall = "1 (exact reference)" if dtype == "float32" else "– (no float32 reference at this size)"
+    out = row(name, size, seconds, add_ms, "–", index, grown, lat, qps, recall)
+    del index
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    return out, hits if dtype == "float32" else None
+
+
+def bench_size(size: int, args: argparse.Namespace, trained: dict[int, Path], notes: list[str]) -> list[str]:
+    """Every selected backend at one size, on the same generated vectors."""
+    rows = []
+    if "pdq" in args.backends:
+        rows.append(bench_pdq(size, args.queries, args.single_budget_s))
+        print(rows[-1], flush=True)
+    float_backends = [b for b in args.backends if b != "pdq"]
+    if not float_backends:
+        return rows
+    data_bytes = size * DIM * 4
+    if data_bytes > 0.8 * mem_available():
+        notes.append(f"- {size:,} vectors: float rows skipped, the generated float32 vectors alone need "
+                     f"{data_bytes / 2**30:.1f} GiB of {mem_available() / 2**30:.1f} GiB available")
+        return rows
+    data = embeddings(size)
+    queries = embedding_queries(data, args.queries)
+    exact = None
+    if "flat" in float_backends:
+        need = 2 * size * (DIM * 4 + 56)  # codes, IDMap2 maps, std::vector growth
+        if need > 0.8 * (mem_available()):
+            notes.append(f"- FAISS Flat at {size:,} vectors skipped: needs ~{need / 2**30:.1f} GiB, "
+                         f"{mem_available() / 2**30:.1f} GiB available")
+        else:
+            line, exact = bench_flat(size, data, queries, args.single_budget_s)
+            rows.append(line)
+            print(line, flush=True)
+            gc.collect()
+    if "ivf" in float_backends:
+        rows.append(bench_ivf(size, data, queries, args.single_budget_s, args.train_max, trained, notes, exact))
+        print(rows[-1], flush=True)
+        gc.collect()
+    if "torch" in float_backends:
+        device = resolve_device(args.torch_device)
+        dtypes = args.torch_dtypes or (["float32", "float16"] if device.type == "cuda" else ["float32"])
+        for dtype in sorted(dtypes, key=lambda d: d != "float32"):  # float32 first: the reference without FAISS
+            line, hits = bench_torch(size, data, queries, args.single_budget_s, device, dtype, exact, notes)
+            exact = exact if exact is not None else hits
+            rows.append(line)
+            print(line, flush=True)
     return rows
 
 
@@ -588,7 +716,13 @@ def main() -> None:
     parser.add_argument("--single-budget-s", type=float, default=15.0, help="time for single-query latency, each")
     parser.add_argument("--train-max", type=int, default=100_000, help="IVF training sample cap")
     parser.add_argument("--threads", type=int, help="FAISS OpenMP threads for bulk work (default: all cores)")
-    parser.add_argument("--single-threads", type=int, default=1, help="OpenMP threads for per-call figures")
+    parser.add_argument("--single-threads", type=int, default=1,
+                        help="OpenMP and CPU torch threads for per-call figures")
+    parser.add_argument("--backends", nargs="+", choices=["pdq", "flat", "ivf", "torch"],
+                        help="what --sizes measures (default: all; torch only where faiss is not installed)")
+    parser.add_argument("--torch-device", default="auto", help="auto (CUDA when there is one), cpu, cuda[:N]")
+    parser.add_argument("--torch-dtypes", nargs="+", choices=["float16", "float32"],
+                        help="one torch row each (default: float32 and float16 on CUDA, float32 on CPU)")
     parser.add_argument("--out", type=Path, help="also write the Markdown here")
     refs = parser.add_argument_group("sizing by references (replaces --sizes; progress on stderr, table on stdout)")
     refs.add_argument("--references", type=int, nargs="+", help="reference counts, e.g. 100000 1000000")
@@ -604,8 +738,16 @@ def main() -> None:
     refs.add_argument("--budget-min", type=float, default=25.0,
                       help="stop growing the IVF index where finishing would exceed this; extrapolate the rest")
     args = parser.parse_args()
+    notes: list[str] = []
+    if faiss is None:
+        if args.references or (args.backends and set(args.backends) - {"torch"}):
+            parser.error("faiss is not installed: only --sizes with --backends torch can run here")
+        notes.append("- faiss is not installed on this machine: PDQ, Flat and IVF rows not measured")
+    args.backends = args.backends or (["pdq", "flat", "ivf", "torch"] if faiss is not None else ["torch"])
     if args.threads:
-        faiss.omp_set_num_threads(args.threads)
+        if faiss is not None:
+            faiss.omp_set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
     global SINGLE_THREADS
     SINGLE_THREADS = args.single_threads
     if args.references:
@@ -619,22 +761,24 @@ def main() -> None:
              "| index | vectors | bulk build s | add() ms/owner | train s | memory_bytes MiB | RSS Δ MiB "
              "| single p50 ms | single p99 ms | single n | batched q/s | recall@1 vs exact |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    notes: list[str] = []
     trained: dict[int, Path] = {}
     for size in args.sizes:
-        lines.append(bench_pdq(size, args.queries, args.single_budget_s))
-        print(lines[-1], flush=True)
-        for line in bench_float(size, args.queries, args.single_budget_s, args.train_max, trained, notes):
-            lines.append(line)
-            print(line, flush=True)
+        lines += bench_size(size, args, trained, notes)
     for path in trained.values():
         path.unlink(missing_ok=True)
+    bulk_threads = faiss.omp_get_max_threads() if faiss is not None else torch.get_num_threads()
+    load = os.getloadavg()
     lines += ["", f"- queries: {args.queries} per index, k=10 for float indexes, max_distance 31 for PDQ; "
               "bulk build = add_many, 10,000 owners a call (PDQ 8 codes, float 10 vectors per owner); "
               "add() ms/owner = 200 more owners added one call each after the build",
-              f"- per-call figures (add() ms/owner, single p50/p99) with {SINGLE_THREADS} OpenMP thread(s); bulk "
-              f"build and batched q/s with {faiss.omp_get_max_threads()}",
-              *notes, f"- total run time {time.perf_counter() - started:.0f} s"]
+              f"- per-call figures (add() ms/owner, single p50/p99) with {SINGLE_THREADS} OpenMP / CPU torch "
+              f"thread(s); bulk build and batched q/s (one call for all queries, after a warm-up call) with "
+              f"{bulk_threads}; on CUDA a call includes copying queries in and results out",
+              "- torch rows: memory_bytes = the stored tensor at its capacity (grows by 1.5x) + host ids; on CUDA "
+              "the RSS column holds the device's peak allocation instead; recall against FAISS Flat at the same "
+              "size, else against the float32 torch row",
+              *notes, f"- load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+              f"- total run time {time.perf_counter() - started:.0f} s"]
     text = "\n".join(lines) + "\n"
     publish(text, args.out)
 

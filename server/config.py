@@ -45,6 +45,16 @@ class ModelSettings:
     # ONNX Runtime execution providers, in order of preference. The GPU model configs (model_repo/*/configs/
     # gpu.pbtxt) set "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider".
     onnx_providers: str = "CPUExecutionProvider"
+    # What runs the image embedding and the age/gender heads: "onnxruntime" (the ONNX files as they are), or
+    # "torch" (the same graphs ported to PyTorch by server/models/torch_port.py: the GPU path, where fp16 and
+    # CUDA graphs pay). Pre- and post-processing are the same code either way.
+    runtime: str = "onnxruntime"
+    torch_device: str = "auto"  # "auto": cuda when PyTorch sees a GPU, else cpu; or "cpu", "cuda", "cuda:1"
+    torch_fp16: bool = True  # on CUDA only: the CPU always runs fp32
+    torch_cuda_graphs: bool = True  # one graph per padded batch size, captured on first use (CUDA only)
+    torch_qdq: str = "emulate"  # int8 QDQ graphs (SSCD): "emulate" ONNX Runtime's int8 rounding, or "float"
+    embed_batch: int = 32  # crops per network call: bounds memory, and the largest CUDA graph batch
+    gpu_decode: bool = False  # decode JPEG (nvJPEG) and video (NVDEC) on the GPU where the builds allow it
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,36 @@ class MatchSettings:
     benign_embedding_min_similarity: float = 0.85  # near copies of negative-bank media (whole frames)
     segment_max_gap_s: float = 5.0  # video: matched frames further apart than this start a new segment
     segment_offset_tolerance_s: float = 2.0  # how far target-minus-query time may drift within one segment
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """Which index holds the embedding and face vectors (`server.index_base.vector_index`); PDQ codes are always
+    FAISS's BinaryIndex (on the GPU iff faiss sees one, unless `device` is "cpu").
+
+    "faiss": `server.index.VectorIndex`, exact Flat unless `embedding_factory` names another FAISS factory (faces
+    stay Flat). A factory that needs training (IVF*, PQ) starts as exact Flat and is trained on the stored vectors
+    once there are enough of them (`Library.train_pending`, at service start). "torch": `server.exact_index`,
+    exact search as a matrix product and top-k on CUDA or CPU, no faiss needed."""
+
+    backend: str = "faiss"  # "faiss" or "torch"
+    # "auto": a GPU where the backend has one (faiss: faiss-gpu sees one; torch: CUDA); "cpu"; "cuda" (or
+    # "cuda:N" for torch) requires one and fails at start without it
+    device: str = "auto"
+    embedding_factory: str = "Flat"  # faiss: e.g. "IVF4096,PQ64" (CPU or faiss-gpu), "IVF4096,Flat" (faiss-gpu)
+    nprobe: int = 32  # faiss IVF lists visited per query
+    torch_dtype: str = "auto"  # "float16", "float32"; "auto": float16 on CUDA, float32 on CPU (see exact_index)
+    memory_budget_bytes: int = 0  # torch: cap on each index's stored vectors, adds beyond it are refused; 0: none
+    # (adds are still refused, not run out of memory, when the device's free memory is short)
+    workspace_bytes: int = 256 * 1024 * 1024  # torch: score matrix of one search step
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("faiss", "torch"):
+            raise ValueError(f"index backend must be 'faiss' or 'torch', got {self.backend!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"index device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.torch_dtype not in ("auto", "float16", "float32"):
+            raise ValueError(f"index torch_dtype must be 'auto', 'float16' or 'float32', got {self.torch_dtype!r}")
 
 
 @dataclass(frozen=True)
@@ -145,6 +185,7 @@ class Settings:
     limits: MediaLimits = field(default_factory=MediaLimits)
     models: ModelSettings = field(default_factory=ModelSettings)
     match: MatchSettings = field(default_factory=MatchSettings)
+    index: IndexSettings = field(default_factory=IndexSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     notices: NoticeSettings = field(default_factory=NoticeSettings)
@@ -184,13 +225,14 @@ def with_model_overrides(settings: Settings, overrides: dict[str, str]) -> Setti
 
 
 def load_settings() -> Settings:
-    """Defaults, overridden by JIWOOM_LIMIT_*, JIWOOM_MODEL_*, JIWOOM_MATCH_*, JIWOOM_SERVICE_*,
+    """Defaults, overridden by JIWOOM_LIMIT_*, JIWOOM_MODEL_*, JIWOOM_MATCH_*, JIWOOM_INDEX_*, JIWOOM_SERVICE_*,
     JIWOOM_EVIDENCE_*, JIWOOM_NOTICE_*, JIWOOM_MONITOR_*, JIWOOM_CONSOLE_* and JIWOOM_INFERENCE /
     JIWOOM_TRITON_URL."""
     return Settings(
         limits=_from_env(MediaLimits, "JIWOOM_LIMIT_"),
         models=_from_env(ModelSettings, "JIWOOM_MODEL_"),
         match=_from_env(MatchSettings, "JIWOOM_MATCH_"),
+        index=_from_env(IndexSettings, "JIWOOM_INDEX_"),
         service=_from_env(ServiceSettings, "JIWOOM_SERVICE_"),
         evidence=_from_env(EvidenceSettings, "JIWOOM_EVIDENCE_"),
         notices=_from_env(NoticeSettings, "JIWOOM_NOTICE_"),

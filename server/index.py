@@ -2,26 +2,23 @@
 
 Numpy in, numpy out, thin wrappers over one FAISS index each; no framework between the caller and FAISS.
 
-Why ids are packed: every stored vector belongs to an *owner* (a reference or a sighting) and has a row number
-within it, and the FAISS id is `owner << 20 | local`. All rows of one owner are then one contiguous id range, so
-"forget this reference" is one `IDSelectorRange` (or one `IDSelectorBatch` for many owners), and a hit tells its
-owner and row by bit arithmetic. No Python-side id map has to be kept, saved or kept consistent with the index.
+Ids are packed `owner << 20 | local` (see `server.index_base`, which holds what this module shares with the
+PyTorch index `server.exact_index`): one owner is one `IDSelectorRange`, several are one `IDSelectorBatch`.
 
 Removal: where the FAISS index supports `remove_ids` (Flat, IVF, PQ, SQ on CPU) it is used. Where it does not
 (HNSW, `IndexBinaryMultiHash`, every GPU index) removed owners become *tombstones*: their rows stay in the index
 and are filtered out of results at search time, and the index is rebuilt from the kept rows once tombstoned rows
 exceed 20 % of it. Results never include a removed owner either way.
 
-GPU: with `use_gpu=None` an index goes to the GPU iff `faiss.get_num_gpus() > 0`. The GPU code paths are written
-against FAISS's documented GPU API but have NOT been run: the machines this was written on have no GPU and
-`faiss-cpu`. The tests exercise every CPU path, including the tombstone paths that the GPU also uses.
+The service picks this module or the PyTorch one by `IndexSettings` (`server.index_base.vector_index`).
+
+GPU: with `use_gpu=None` an index goes to the GPU iff `faiss.get_num_gpus() > 0` (always GPU 0). The GPU code
+paths are written against FAISS's documented GPU API but have NOT been run: the machines this was written on have
+no GPU and `faiss-cpu`. The tests exercise every CPU path, including the tombstone paths that the GPU also uses.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,9 +27,28 @@ from typing import Any, Literal, NamedTuple
 import faiss
 import numpy as np
 
-LOCAL_BITS = 20
-MAX_LOCAL = 1 << LOCAL_BITS  # rows per owner
-MAX_OWNER = 1 << 43  # 43 + 20 bits keep packed ids positive in int64 (and -1 free for "no hit")
+from server.index_base import (
+    LOCAL_BITS,
+    MAX_LOCAL,
+    MAX_OWNER,
+    Growable,
+    Owned,
+    VectorHits,
+    as_vectors,
+    batch_owners,
+    check_id_map,
+    check_new_owners,
+    check_owner_sections,
+    no_hits,
+    owner_ids,
+    owner_sections,
+    pack_ids,
+    read_snapshot,
+    unpack_ids,
+    worst_score,
+    write_snapshot,
+)
+
 TOMBSTONE_FRACTION = 0.2  # rebuild once this share of the searched index is tombstoned rows
 GPU_MAX_K = 2048  # FAISS GPU k-selection limit
 GPU_BINARY_K = 256  # neighbours fetched per PDQ query on the GPU, where there is no range search
@@ -43,79 +59,14 @@ PDQ_BYTES = PDQ_BITS // 8
 # probed with 0 or 1 flipped bits, finds it. At 32 bits all 16 chunks can differ by 2 and the code is missed.
 PDQ_MAX_EXACT_DISTANCE = 31
 
-SNAPSHOT_MAGIC = b"JIWOOMIX"
-SNAPSHOT_VERSION = 1
-_DIGEST = 32  # sha256 trailer
-
-
-def pack_ids(owner: int, n: int) -> np.ndarray:
-    """The n FAISS ids of `owner`'s rows 0..n-1."""
-    _check_owner(owner)
-    if not 0 <= n <= MAX_LOCAL:
-        raise ValueError(f"an owner holds at most {MAX_LOCAL} vectors, got {n}")
-    return (np.int64(owner) << np.int64(LOCAL_BITS)) | np.arange(n, dtype=np.int64)
-
-
-def unpack_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(owners, locals) of FAISS ids, same shape; a -1 id ("no hit") gives -1 for both."""
-    ids = np.asarray(ids, dtype=np.int64)
-    missing = ids < 0
-    owners = np.where(missing, -1, ids >> LOCAL_BITS)
-    locals_ = np.where(missing, -1, ids & (MAX_LOCAL - 1))
-    return owners, locals_
-
-
-def _check_owner(owner: int) -> None:
-    if not isinstance(owner, int | np.integer) or not 0 <= owner < MAX_OWNER:
-        raise ValueError(f"owner must be an int in [0, 2**43), got {owner!r}")
-
-
-def _check_new(owners: list[int], counts: dict[int, int]) -> None:
-    known = [o for o in owners if o in counts]
-    if known:
-        raise ValueError(f"owner {known[0]} is already in the index ({len(known)} known owners in this add)")
-
-
-def _owner_ids(counts: dict[int, int], owners: Iterable[int]) -> np.ndarray:
-    return np.concatenate([pack_ids(o, counts[o]) for o in owners]) if counts else np.empty(0, np.int64)
-
 
 def _remove_owners(index: Any, counts: dict[int, int], owners: list[int]) -> int:
     """One owner is one id range; several are one batch of their exact ids (a single pass over the index)."""
     if len(owners) == 1:
         first = int(owners[0]) << LOCAL_BITS
         return index.remove_ids(faiss.IDSelectorRange(first, first + MAX_LOCAL))
-    ids = _owner_ids(counts, owners)  # must outlive the selector, which points into it
+    ids = owner_ids(counts, owners)  # must outlive the selector, which points into it
     return index.remove_ids(faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids)))
-
-
-class _Growable:
-    """A numpy array with amortised O(1) appends along axis 0 (host copies for GPU indexes)."""
-
-    def __init__(self, dtype: Any, width: int | None = None) -> None:
-        shape = (1024,) if width is None else (1024, width)
-        self._data = np.empty(shape, dtype)
-        self._n = 0
-
-    def append(self, rows: np.ndarray) -> None:
-        need = self._n + len(rows)
-        if need > len(self._data):
-            grown = np.empty((max(need, 2 * len(self._data)), *self._data.shape[1:]), self._data.dtype)
-            grown[: self._n] = self._data[: self._n]
-            self._data = grown
-        self._data[self._n : need] = rows
-        self._n = need
-
-    def view(self) -> np.ndarray:
-        return self._data[: self._n]
-
-    def replace(self, rows: np.ndarray) -> None:
-        self._n = 0
-        self.append(rows)
-
-    @property
-    def nbytes(self) -> int:
-        return self._data.nbytes
 
 
 def _gpu_wanted(use_gpu: bool | None) -> bool:
@@ -123,88 +74,6 @@ def _gpu_wanted(use_gpu: bool | None) -> bool:
     if use_gpu and gpus == 0:
         raise ValueError("use_gpu=True but faiss sees no GPU (faiss-cpu, or no device)")
     return gpus > 0 if use_gpu is None else use_gpu
-
-
-# ---------------------------------------------------------------------------------------------------- snapshots
-
-
-def _write_snapshot(path: Path, header: dict[str, Any], sections: dict[str, np.ndarray]) -> None:
-    """MAGIC | u32 version | u64 header length | header JSON | raw sections | sha256 of all before it.
-
-    Written to a temp file beside `path`, fsynced, then renamed over it: a crash leaves the old snapshot or the
-    new one, never half of one.
-    """
-    path = Path(path)
-    arrays = {name: np.ascontiguousarray(a) for name, a in sections.items()}
-    header = {**header, "sections": [[n, a.dtype.str, list(a.shape), a.nbytes] for n, a in arrays.items()]}
-    head = json.dumps(header).encode()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    digest = hashlib.sha256()
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in (SNAPSHOT_MAGIC, SNAPSHOT_VERSION.to_bytes(4, "little"), len(head).to_bytes(8, "little"),
-                          head, *(memoryview(a).cast("B") for a in arrays.values() if a.nbytes)):
-                digest.update(chunk)
-                f.write(chunk)
-            f.write(digest.digest())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _read_snapshot(path: Path, kind: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Validated header and read-only section arrays; ValueError on anything truncated, corrupt or foreign."""
-    data = Path(path).read_bytes()
-    fixed = len(SNAPSHOT_MAGIC) + 12
-    if len(data) < fixed + _DIGEST or not data.startswith(SNAPSHOT_MAGIC):
-        raise ValueError(f"{path}: not a jiwoom index snapshot (bad magic or too short)")
-    view = memoryview(data)
-    version = int.from_bytes(view[8:12], "little")
-    if version != SNAPSHOT_VERSION:
-        raise ValueError(f"{path}: snapshot format version {version}, this code reads {SNAPSHOT_VERSION}")
-    if hashlib.sha256(view[:-_DIGEST]).digest() != bytes(view[-_DIGEST:]):
-        raise ValueError(f"{path}: snapshot checksum mismatch (truncated or corrupt)")
-    head_len = int.from_bytes(view[12:20], "little")
-    try:
-        header = json.loads(bytes(view[fixed : fixed + head_len]))
-        if header.get("kind") != kind:
-            raise ValueError(f"{path}: snapshot holds a {header.get('kind')!r} index, expected {kind!r}")
-        sections, offset = {}, fixed + head_len
-        for name, dtype, shape, nbytes in header["sections"]:
-            sections[name] = np.frombuffer(view[offset : offset + nbytes], dtype=np.dtype(dtype)).reshape(shape)
-            offset += nbytes
-    except (KeyError, TypeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: malformed snapshot header: {err}") from err
-    if offset != len(data) - _DIGEST:
-        raise ValueError(f"{path}: snapshot sections do not add up to the file size")
-    return header, sections
-
-
-def _check_owner_sections(path: Path, sections: dict[str, np.ndarray], ntotal: int) -> dict[int, int]:
-    owners, counts = sections.get("owners"), sections.get("counts")
-    if owners is None or counts is None or owners.shape != counts.shape or int(counts.sum()) != ntotal:
-        raise ValueError(f"{path}: owner bookkeeping does not match the index ({ntotal} vectors)")
-    return dict(zip(owners.tolist(), counts.tolist(), strict=True))
-
-
-def _check_id_map(path: Path, id_map: np.ndarray, counts: dict[int, int]) -> None:
-    """The ids actually stored must be exactly the owners' rows (catches a snapshot stitched from two indexes)."""
-    owners, counted = np.unique(unpack_ids(id_map)[0], return_counts=True)
-    if dict(zip(owners.tolist(), counted.tolist(), strict=True)) != counts:
-        raise ValueError(f"{path}: ids stored in the index do not match the owner bookkeeping")
-
-
-def _owner_sections(counts: dict[int, int]) -> dict[str, np.ndarray]:
-    return {"owners": np.fromiter(counts, np.int64, len(counts)),
-            "counts": np.fromiter(counts.values(), np.int64, len(counts))}
 
 
 # ------------------------------------------------------------------------------------------------ filtering
@@ -257,53 +126,15 @@ def _index_bytes(index: Any) -> int:
     return int(faiss.serialize_index(index).nbytes)  # anything else: its serialised size
 
 
-def _batch(items: Iterable[tuple[int, np.ndarray]], convert: Any
-           ) -> tuple[list[int], list[np.ndarray], np.ndarray, np.ndarray]:
-    """Owners, their row blocks, the rows stacked and their packed ids: one FAISS add for many owners."""
-    owners, blocks = [], []
-    for owner, rows in items:
-        _check_owner(owner)
-        x = convert(rows)
-        if not 0 < len(x) <= MAX_LOCAL:
-            raise ValueError(f"add 1..{MAX_LOCAL} rows per owner, got {len(x)} for owner {owner}")
-        owners.append(int(owner))
-        blocks.append(x)
-    if len(set(owners)) != len(owners):
-        raise ValueError("an owner appears twice in one add_many")
-    if not owners:
-        return owners, blocks, np.zeros(0), np.zeros(0, np.int64)
-    x = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
-    ids = np.concatenate([pack_ids(o, len(b)) for o, b in zip(owners, blocks, strict=True)])
-    return owners, blocks, x, ids
+class _Owned(Owned):
+    """What both FAISS index kinds share: owners under a lock (`Owned`), an optional GPU copy."""
 
-
-class _Owned:
-    """What both index kinds share: vectors counted per owner, a lock, an optional GPU copy."""
-
-    _lock: threading.RLock
-    _counts: dict[int, int]
     _gpu: Any
 
     @property
     def device(self) -> str:
         """Where searches run: "gpu" or "cpu" (for GetStats)."""
         return "gpu" if self._gpu is not None else "cpu"
-
-    def __len__(self) -> int:
-        with self._lock:
-            return sum(self._counts.values())
-
-    def owners(self) -> set[int]:
-        with self._lock:
-            return set(self._counts)
-
-
-class VectorHits(NamedTuple):
-    """k best hits per query, best first. Missing hits: owner and local -1, score -inf ("ip") or +inf ("l2")."""
-
-    scores: np.ndarray  # [Q, k] float32: inner product for "ip", Euclidean distance (not squared) for "l2"
-    owners: np.ndarray  # [Q, k] int64
-    locals: np.ndarray  # [Q, k] int64
 
 
 class VectorIndex(_Owned):
@@ -344,10 +175,10 @@ class VectorIndex(_Owned):
         self._removable = self._probe_remove()
         # Raw vectors are kept only where the index can neither remove rows nor give them back for a rebuild.
         self._raw = (raw if raw is not None else {}) if not self._removable else None
-        self._worst = np.float32(-np.inf if metric == "ip" else np.inf)
+        self._worst = worst_score(metric)
         self._gpu: Any = None
         self._gpu_res: Any = None
-        self._gpu_ids: _Growable | None = None  # GPU row -> id, where the master is an IDMap2
+        self._gpu_ids: Growable | None = None  # GPU row -> id, where the master is an IDMap2
         self._set_nprobe(self._index)
         if gpu:
             if not self._removable:
@@ -373,6 +204,15 @@ class VectorIndex(_Owned):
         if ivf is not None:
             ivf.nprobe = self.nprobe
 
+    def set_nprobe(self, nprobe: int) -> None:
+        """IVF lists visited per query from now on (a search-time setting: a loaded snapshot takes the configured
+        one, not the one it was saved with)."""
+        with self._lock:
+            self.nprobe = nprobe
+            self._set_nprobe(self._index)
+            if self._gpu is not None:
+                self._set_nprobe(self._gpu)
+
     def _cloner_options(self) -> Any:
         options = faiss.GpuClonerOptions()
         ivf = _ivf_of(self._index)
@@ -390,7 +230,7 @@ class VectorIndex(_Owned):
         else:  # GpuIndexFlat has no ids: search it by row and map rows through the master's id_map
             inner = faiss.downcast_index(self._index.index)
             self._gpu = faiss.index_cpu_to_gpu(self._gpu_res, 0, inner, options)
-            self._gpu_ids = _Growable(np.int64)
+            self._gpu_ids = Growable(np.int64)
             self._gpu_ids.append(faiss.vector_to_array(self._index.id_map))
         self._set_nprobe(self._gpu)
         self._tombs.clear()
@@ -400,6 +240,56 @@ class VectorIndex(_Owned):
     @property
     def needs_training(self) -> bool:
         return not self._index.is_trained
+
+    @property
+    def layout(self) -> str:
+        """Backend, factory, metric and dimension: what a snapshot must match to stand in for this index."""
+        return f"faiss {self.factory} {self.metric} {self.dim}"
+
+    @property
+    def min_training_vectors(self) -> int:
+        """Vectors worth training this factory on: FAISS's k-means wants >= 39 points per centroid (it warns below),
+        for the IVF lists and for PQ's 256 codewords per sub-quantizer; 0 once trained."""
+        if not self.needs_training:
+            return 0
+        ivf = _ivf_of(self._index)
+        pq = getattr(faiss.downcast_index(ivf if ivf is not None else self._index.index), "pq", None)
+        centroids = max(ivf.nlist if ivf is not None else 1, pq.ksub if pq is not None else 1)
+        return max(39 * centroids, self.dim)
+
+    def train_from(self, source: VectorIndex, sample_size: int, seed: int = 0) -> None:
+        """Train on a random sample of `source`'s vectors, then add all of them (same owners and rows).
+
+        How a trainable factory starts: the library serves from an exact Flat `source` until enough vectors
+        have arrived (`min_training_vectors`), then builds this index from it. `source` must be a Flat index
+        (its stored vectors are the originals); it is read under its lock and left unchanged."""
+        with source._lock, self._lock:
+            vectors, ids = source._flat_rows()
+            if len(vectors) < max(self.min_training_vectors, 1):
+                raise ValueError(f"{len(vectors)} vectors are too few to train {self.factory!r} "
+                                 f"(wants {self.min_training_vectors})")
+            rng = np.random.default_rng(seed)
+            picked = np.sort(rng.choice(len(vectors), min(sample_size, len(vectors)), replace=False))
+            self.train(vectors[picked])
+            order = np.argsort(ids, kind="stable")  # by owner, then row: each owner's rows in one block
+            owners = ids[order] >> LOCAL_BITS
+            starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+            ends = np.r_[starts[1:], len(order)]
+            step = max(1, len(starts) // max(1, len(order) // 100_000))  # ~100k rows per add_many
+            for first in range(0, len(starts), step):
+                self.add_many((int(owners[b]), vectors[order[b:e]])
+                              for b, e in zip(starts[first : first + step], ends[first : first + step], strict=True))
+
+    def _flat_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors, ids) stored in an IDMap2 over a Flat index: a read-only view of FAISS's storage and the id map,
+        valid while the index is unchanged (hold the lock)."""
+        inner = faiss.downcast_index(getattr(self._index, "index", self._index))
+        if not isinstance(inner, faiss.IndexFlat):  # (GPU tombstones concern the replica; this is the master)
+            raise ValueError(f"only an exact Flat index can hand its vectors over, not {self.factory!r}")
+        n = inner.ntotal
+        vectors = faiss.rev_swig_ptr(inner.get_xb(), n * self.dim).reshape(n, self.dim) if n else \
+            np.empty((0, self.dim), np.float32)
+        return vectors, faiss.vector_to_array(self._index.id_map)
 
     def memory_bytes(self) -> int:
         """Estimate of host (and GPU) bytes held: index codes, ids, centroids, plus kept raw vectors."""
@@ -412,14 +302,7 @@ class VectorIndex(_Owned):
             return total
 
     def _as_vectors(self, vectors: np.ndarray) -> np.ndarray:
-        x = np.asarray(vectors, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[None]
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"expected vectors of shape [n, {self.dim}], got {np.shape(vectors)}")
-        if not np.isfinite(x).all():
-            raise ValueError("vectors contain NaN or inf")
-        return np.ascontiguousarray(x)
+        return as_vectors(vectors, self.dim)
 
     # ---------------------------------------------------------------------------------------------- mutation
 
@@ -450,11 +333,11 @@ class VectorIndex(_Owned):
 
         Why: IVF pays its coarse-quantizer search per call, and below 20 rows FAISS skips BLAS; with 4096
         centroids of 512-d that is ~2 ms a call here, so adding 10-vector owners one by one is ~30x slower."""
-        owners, blocks, x, ids = _batch(items, self._as_vectors)
+        owners, blocks, x, ids = batch_owners(items, self._as_vectors)
         if not owners:
             return
         with self._lock:
-            _check_new(owners, self._counts)
+            check_new_owners(owners, self._counts)
             if self.needs_training:
                 raise ValueError(f"factory {self.factory!r} needs train(sample) before add")
             if not self._tombs.keys().isdisjoint(owners):  # their old rows still sit in the index, same ids
@@ -499,7 +382,7 @@ class VectorIndex(_Owned):
             self._index.reset()
             if self._raw:
                 self._index.add_with_ids(np.concatenate(list(self._raw.values())),
-                                         _owner_ids(self._counts, self._raw))
+                                         owner_ids(self._counts, self._raw))
         self._tombs.clear()
 
     # ---------------------------------------------------------------------------------------------- search
@@ -516,7 +399,7 @@ class VectorIndex(_Owned):
             tombs = self._tombs if index is self._gpu or not self._removable else {}
             ntotal = index.ntotal
             if ntotal == 0:
-                return self._empty(len(q), k)
+                return no_hits(len(q), k, self.metric)
             # Enough candidates to cover every tombstoned row is always enough; start smaller and widen.
             bound = min(ntotal, k + sum(tombs.values()))
             kk = min(bound, max(2 * k, k + 16)) if tombs else min(k, ntotal)
@@ -538,10 +421,6 @@ class VectorIndex(_Owned):
             owners, locals_ = unpack_ids(ids)
             return VectorHits(scores, owners, locals_)
 
-    def _empty(self, nq: int, k: int) -> VectorHits:
-        return VectorHits(np.full((nq, k), self._worst, np.float32), np.full((nq, k), -1, np.int64),
-                          np.full((nq, k), -1, np.int64))
-
     # ----------------------------------------------------------------------------------------- persistence
 
     def save(self, path: Path) -> None:
@@ -551,16 +430,16 @@ class VectorIndex(_Owned):
                 self._rebuild()  # snapshots never carry tombstones
             header = {"kind": "vector", "dim": self.dim, "metric": self.metric, "factory": self.factory,
                       "nprobe": self.nprobe}
-            sections = {"index": faiss.serialize_index(self._index), **_owner_sections(self._counts)}
+            sections = {"index": faiss.serialize_index(self._index), **owner_sections(self._counts)}
             if self._raw is not None:
                 sections["raw"] = (np.concatenate([self._raw[o] for o in self._counts]) if self._counts
                                    else np.empty((0, self.dim), np.float32))
-            _write_snapshot(path, header, sections)
+            write_snapshot(path, header, sections)
 
     @classmethod
     def load(cls, path: Path, use_gpu: bool | None = None) -> VectorIndex:
         """Read a snapshot from `save`; ValueError if it is truncated, corrupt or inconsistent."""
-        header, sections = _read_snapshot(path, "vector")
+        header, sections = read_snapshot(path, "vector")
         try:
             dim, metric, factory, nprobe = header["dim"], header["metric"], header["factory"], header["nprobe"]
             index = faiss.deserialize_index(sections["index"])
@@ -568,9 +447,9 @@ class VectorIndex(_Owned):
             raise ValueError(f"{path}: unreadable index in snapshot: {err}") from err
         if index.d != dim or index.metric_type != (faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2):
             raise ValueError(f"{path}: index dimension or metric differ from the snapshot header")
-        counts = _check_owner_sections(path, sections, index.ntotal)
+        counts = check_owner_sections(path, sections, index.ntotal)
         if isinstance(index, faiss.IndexIDMap2):
-            _check_id_map(path, faiss.vector_to_array(index.id_map), counts)
+            check_id_map(path, faiss.vector_to_array(index.id_map), counts)
         raw = None
         if "raw" in sections:
             vectors = sections["raw"]
@@ -634,12 +513,17 @@ class BinaryIndex(_Owned):
         self._inner: Any = None
         self._gpu: Any = None
         self._gpu_res: Any = None
-        self._codes: _Growable | None = None
-        self._ids: _Growable | None = None
+        self._codes: Growable | None = None
+        self._ids: Growable | None = None
         if gpu:
             self._gpu_res = faiss.StandardGpuResources()
             self._gpu = faiss.GpuIndexBinaryFlat(self._gpu_res, PDQ_BITS)
-            self._codes, self._ids = _Growable(np.uint8, PDQ_BYTES), _Growable(np.int64)
+            self._codes, self._ids = Growable(np.uint8, PDQ_BYTES), Growable(np.int64)
+
+    @property
+    def layout(self) -> str:
+        """What a snapshot must match to stand in for this index (the same for every PDQ index)."""
+        return f"faiss binary {PDQ_BITS}"
 
     def memory_bytes(self) -> int:
         """Estimate: codes, the 16 hash maps' id lists and buckets, the IDMap2 maps (CPU), or the GPU codes and
@@ -673,11 +557,11 @@ class BinaryIndex(_Owned):
 
     def add_many(self, items: Iterable[tuple[int, np.ndarray]]) -> None:
         """`add` for many owners in one FAISS call, for bulk loads."""
-        owners, blocks, x, ids = _batch(items, self._as_codes)
+        owners, blocks, x, ids = batch_owners(items, self._as_codes)
         if not owners:
             return
         with self._lock:
-            _check_new(owners, self._counts)
+            check_new_owners(owners, self._counts)
             if not self._tombs.keys().isdisjoint(owners):
                 self._rebuild()
             if self._gpu is not None:
@@ -757,13 +641,13 @@ class BinaryIndex(_Owned):
                     index.add_with_ids(codes, ids)
             else:
                 index = self._index
-            sections = {"index": faiss.serialize_index_binary(index), **_owner_sections(self._counts)}
-            _write_snapshot(path, {"kind": "binary", "bits": PDQ_BITS}, sections)
+            sections = {"index": faiss.serialize_index_binary(index), **owner_sections(self._counts)}
+            write_snapshot(path, {"kind": "binary", "bits": PDQ_BITS}, sections)
 
     @classmethod
     def load(cls, path: Path, use_gpu: bool | None = None) -> BinaryIndex:
         """Read a snapshot from `save`; ValueError if it is truncated, corrupt or inconsistent."""
-        header, sections = _read_snapshot(path, "binary")
+        header, sections = read_snapshot(path, "binary")
         try:
             index = faiss.deserialize_index_binary(sections["index"])
         except (KeyError, RuntimeError) as err:
@@ -773,8 +657,8 @@ class BinaryIndex(_Owned):
         inner = faiss.downcast_IndexBinary(index.index)
         if not isinstance(inner, faiss.IndexBinaryMultiHash) or inner.nhash != 16 or inner.b != 16:
             raise ValueError(f"{path}: snapshot does not hold IndexBinaryMultiHash(256, 16, 16)")
-        counts = _check_owner_sections(path, sections, index.ntotal)
-        _check_id_map(path, faiss.vector_to_array(index.id_map), counts)
+        counts = check_owner_sections(path, sections, index.ntotal)
+        check_id_map(path, faiss.vector_to_array(index.id_map), counts)
         self = cls.__new__(cls)
         self._setup(_gpu_wanted(use_gpu), counts)
         if self._gpu is None:
@@ -790,4 +674,6 @@ def _no_matches() -> BinaryMatches:
     return BinaryMatches(empty, empty, empty, np.empty(0, np.int32))
 
 
-__all__ = ["BinaryIndex", "BinaryMatches", "VectorHits", "VectorIndex", "pack_ids", "unpack_ids"]
+# Re-exported from server.index_base, where they live so that the torch index needs no faiss.
+__all__ = ["LOCAL_BITS", "MAX_LOCAL", "MAX_OWNER", "BinaryIndex", "BinaryMatches", "VectorHits", "VectorIndex",
+           "pack_ids", "unpack_ids"]

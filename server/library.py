@@ -1,14 +1,20 @@
 """A searchable collection of media: references, sightings, or the negative bank.
 
-One FAISS index per signal, plus the frame time of every stored row (the segment of a video match needs the
-target's times). The database is the truth; a library is a cache of it that can be snapshotted to disk so a
-restart reads only what changed since the snapshot (`server.service` reconciles the two).
+One index per signal (of the backend `IndexSettings` names), plus the frame time of every stored row (the segment
+of a video match needs the target's times). The database is the truth; a library is a cache of it that can be
+snapshotted to disk so a restart reads only what changed since the snapshot (`server.service` reconciles the two).
+
+A FAISS factory that needs training (IVF*, PQ) cannot take vectors before it is trained, and is trained well only
+on enough of them. So an exact Flat index stands in for it, taking adds and serving searches, until
+`train_pending` finds it holds `min_training_vectors` (39 per centroid) and builds the trained index from it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterable
@@ -17,11 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from server.config import MatchSettings
+from server.config import IndexSettings, MatchSettings
 from server.index import BinaryIndex, VectorIndex
+from server.index_base import VectorSearch
 from server.signals import SIGNALS, Hits, Signal, SignalVectors
 
+log = logging.getLogger(__name__)
+
 SNAPSHOT_VERSION = 1
+TRAINING_SAMPLE = 2  # train on up to this many times min_training_vectors (FAISS caps k-means at 256 per centroid)
 
 
 @dataclass(frozen=True)
@@ -35,13 +45,13 @@ class IndexStat:
 
 
 class Library:
-    def __init__(self, name: str, signals: dict[str, Signal] | None = None, use_gpu: bool | None = None) -> None:
+    def __init__(self, name: str, signals: dict[str, Signal] | None = None,
+                 settings: IndexSettings | None = None) -> None:
         self.name = name
         self.signals = dict(SIGNALS if signals is None else signals)
-        self.use_gpu = use_gpu
-        self.indexes: dict[str, VectorIndex | BinaryIndex] = {
-            n: s.make_index(use_gpu) for n, s in self.signals.items()  # type: ignore[misc]
-        }
+        self.settings = settings or IndexSettings()
+        self.pending: dict[str, str] = {}  # signal -> layout of the trained index its Flat stand-in waits for
+        self.indexes: dict[str, VectorSearch | BinaryIndex] = {n: self._fresh(n) for n in self.signals}
         self._times: dict[str, dict[int, np.ndarray]] = {n: {} for n in self.signals}
         self._owners: set[int] = set()
         self._lock = threading.RLock()
@@ -76,6 +86,32 @@ class Library:
                 self._owners -= gone
                 self.changes += 1
             return len(gone)
+
+    def _fresh(self, signal: str) -> VectorSearch | BinaryIndex:
+        index = self.signals[signal].make_index(self.settings)
+        if isinstance(index, VectorIndex) and index.needs_training:  # an exact Flat stands in until trained
+            self.pending[signal] = index.layout
+            index = self.signals[signal].make_index(dataclasses.replace(self.settings, embedding_factory="Flat"))
+        assert isinstance(index, VectorSearch | BinaryIndex)
+        return index
+
+    def train_pending(self) -> list[str]:
+        """Replace each Flat stand-in that now holds enough vectors by its trained index (see the module
+        docstring); returns the signals trained. Slow (k-means over the sample, then every vector re-added) and
+        blocking: the service calls it at start, before it serves."""
+        trained = []
+        with self._lock:
+            for signal in list(self.pending):
+                index, stand_in = self.signals[signal].make_index(self.settings), self.indexes[signal]
+                assert isinstance(index, VectorIndex) and isinstance(stand_in, VectorIndex)
+                if len(stand_in) < index.min_training_vectors:
+                    continue
+                index.train_from(stand_in, TRAINING_SAMPLE * index.min_training_vectors)
+                self.indexes[signal] = index
+                del self.pending[signal]
+                self.changes += 1
+                trained.append(signal)
+        return trained
 
     def owners(self) -> set[int]:
         with self._lock:
@@ -122,7 +158,7 @@ class Library:
             prefix = f"{self.name}-{generation}"
             files = {}
             for name, index in self.indexes.items():
-                files[name] = f"{prefix}-{name}.faiss"
+                files[name] = f"{prefix}-{name}.idx"
                 index.save(directory / files[name])
             meta: dict[str, np.ndarray] = {"owners": np.array(sorted(self._owners), np.int64)}
             for name, times in self._times.items():
@@ -143,25 +179,33 @@ class Library:
 
     @classmethod
     def load(cls, name: str, directory: Path, signals: dict[str, Signal] | None = None,
-             use_gpu: bool | None = None) -> Library | None:
-        """The snapshot in `directory`, or None when there is none or it cannot be read (then the caller
-        rebuilds from the database)."""
+             settings: IndexSettings | None = None) -> Library | None:
+        """The snapshot in `directory`, or None when there is none, it cannot be read, or it holds indexes of
+        other settings (backend, factory) than `settings` (then the caller rebuilds from the database)."""
         manifest = _read_manifest(directory / f"{name}.json")
-        library = cls(name, signals, use_gpu)
+        library = cls(name, signals, settings)
         if manifest.get("version") != SNAPSHOT_VERSION or sorted(manifest.get("signals", [])) != sorted(
                 library.indexes):
             return None
         try:
             files = manifest["files"]
-            for signal, index in library.indexes.items():
-                library.indexes[signal] = type(index).load(directory / files[signal], use_gpu=use_gpu)
+            for signal, fresh in library.indexes.items():
+                index = library.signals[signal].make_index(library.settings, directory / files[signal])
+                if index.layout == library.pending.get(signal):  # the trained index its stand-in waited for
+                    del library.pending[signal]
+                elif index.layout != fresh.layout:
+                    log.info("%s snapshot: %s index is %r, the settings want %r: not used", name, signal,
+                             index.layout, fresh.layout)
+                    return None
+                library.indexes[signal] = index
             with np.load(directory / files["meta"]) as meta:
                 library._owners = set(meta["owners"].tolist())
                 for signal in library.indexes:
                     owners, counts = meta[f"{signal}_owners"], meta[f"{signal}_counts"]
                     times = np.split(meta[f"{signal}_times"], np.cumsum(counts)[:-1]) if len(owners) else []
                     library._times[signal] = dict(zip(owners.tolist(), times, strict=True))
-        except (OSError, KeyError, ValueError):
+        except (OSError, KeyError, ValueError) as err:
+            log.info("%s snapshot not used: %s", name, err)
             return None
         return library
 

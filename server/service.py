@@ -73,14 +73,12 @@ def check_deadline(deadline: float | None, stage: str) -> None:
 
 
 class MatchingService:
-    def __init__(self, settings: Settings, inference: Inference, store: Store, snapshot_dir: Path | None,
-                 use_gpu: bool | None = None) -> None:
+    def __init__(self, settings: Settings, inference: Inference, store: Store, snapshot_dir: Path | None) -> None:
         self.settings = settings
         self.match_settings = settings.match
         self.inference = inference
         self.store = store
         self.snapshot_dir = snapshot_dir
-        self.use_gpu = use_gpu
         self.libraries: dict[str, Library] = {}
         self.defaults = Thresholds.defaults(settings.match)
         self._case_thresholds: dict[str, Thresholds] = {}
@@ -113,9 +111,9 @@ class MatchingService:
         signals = {n: SIGNALS[n] for n in BENIGN_SIGNALS} if name == "benign" else None
         library = None
         if self.snapshot_dir is not None:
-            library = Library.load(name, self.snapshot_dir, signals, use_gpu=self.use_gpu)
+            library = Library.load(name, self.snapshot_dir, signals, self.settings.index)
         from_snapshot = library is not None
-        library = library or Library(name, signals, use_gpu=self.use_gpu)
+        library = library or Library(name, signals, self.settings.index)
         in_database = self.store.owner_ids(name)  # type: ignore[arg-type]
         stale = library.owners() - in_database
         library.remove(stale)
@@ -125,6 +123,11 @@ class MatchingService:
         log.info("%s: %d owners (%s), %d added from the database, %d stale removed, %.1f s", name, len(library),
                  "snapshot" if from_snapshot else "no snapshot", len(missing), len(stale),
                  time.monotonic() - started)
+        if library.pending:  # trainable factories (IVF*) start as exact Flat; train once there are enough vectors
+            started = time.monotonic()
+            trained = library.train_pending()
+            log.info("%s: %s trained from the stored vectors in %.1f s; %s still exact Flat (too few vectors)",
+                     name, trained or "nothing", time.monotonic() - started, sorted(library.pending) or "none")
         return library
 
     def snapshot(self, names: tuple[str, ...] | None = None, force: bool = False) -> None:

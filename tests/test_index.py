@@ -404,3 +404,71 @@ def test_concurrent_search_while_adding() -> None:
         t.join()
     assert not errors
     assert len(vectors) == len(binary) == 80 * 50 - 10 * 50
+
+
+# ------------------------------------------------------------------------------- trainable factories in a library
+
+
+def test_train_from_a_flat_index_keeps_owners_and_rows() -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    data = normalised(rng, 2000, 16)
+    flat = VectorIndex(16)
+    by_owner = fill(flat, data, [100] * 20)
+    flat.remove([1003])
+    del by_owner[1003]
+    ivf = VectorIndex(16, factory="IVF8,Flat", nprobe=8)  # every list probed: exact, so results compare 1:1
+    assert ivf.needs_training and ivf.min_training_vectors == 39 * 8
+    assert VectorIndex(64, factory="IVF16,PQ8").min_training_vectors == 39 * 256  # PQ codebooks want more
+    ivf.train_from(flat, 1000)
+    assert not ivf.needs_training and ivf.min_training_vectors == 0
+    assert ivf.owners() == flat.owners() and len(ivf) == len(flat) == 1900
+    q = data[::41] + 0.01
+    assert_exact(ivf, by_owner, q, 10, "ip")
+    with pytest.raises(ValueError, match="too few"):
+        VectorIndex(16, factory="IVF64,Flat").train_from(flat, 1000)
+    with pytest.raises(ValueError, match="Flat"):
+        VectorIndex(16, factory="IVF8,Flat").train_from(ivf, 1000)  # only an exact Flat hands its vectors over
+
+
+def test_library_serves_flat_until_it_can_train_ivf(tmp_path: Path) -> None:
+    """A trainable factory starts as an exact Flat stand-in, is trained once enough vectors are stored, and its
+    snapshot reloads as the trained index; a snapshot of other settings is refused (rebuilt from the database)."""
+    from server.config import IndexSettings, MatchSettings
+    from server.library import Library
+    from server.signals import SignalVectors
+
+    settings = IndexSettings(device="cpu", embedding_factory="IVF16,Flat", nprobe=16)
+    library = Library("references", settings=settings)
+    assert library.pending == {"embedding": "faiss IVF16,Flat ip 512"}
+    assert library.indexes["embedding"].layout == "faiss Flat ip 512"
+    assert library.indexes["face"].layout == "faiss Flat l2 128"  # faces stay exact Flat
+    rng = np.random.default_rng(RNG_SEED)
+
+    def rows(n: int) -> SignalVectors:
+        return SignalVectors(normalised(rng, n, 512), np.arange(n, dtype=np.float32), np.zeros((n, 4), np.float32),
+                             np.arange(n, dtype=np.int32))
+
+    library.add_many((o, {"embedding": rows(10)}) for o in range(1, 51))  # 500 < 39 x 16
+    library.save(tmp_path)  # a snapshot of the stand-in
+    assert library.train_pending() == [] and library.pending
+    library.add_many((o, {"embedding": rows(10)}) for o in range(51, 81))  # 800 vectors
+    query = {"embedding": rows(3)}
+    before = library.search(query, {"embedding": -1.0}, MatchSettings())["embedding"]
+    changes = library.changes
+    assert library.train_pending() == ["embedding"] and not library.pending and library.changes == changes + 1
+    index = library.indexes["embedding"]
+    assert index.layout == "faiss IVF16,Flat ip 512" and len(index) == 800 and index.owners() == set(range(1, 81))
+    after = library.search(query, {"embedding": -1.0}, MatchSettings())["embedding"]
+    for a, b in zip((before.query_rows, before.owners, before.locals), (after.query_rows, after.owners, after.locals),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)  # nprobe = nlist: the IVF index is exact too
+
+    stand_in = Library.load("references", tmp_path, settings=settings)  # the older snapshot: still waiting
+    assert stand_in is not None and stand_in.pending and len(stand_in.indexes["embedding"]) == 500
+    library.save(tmp_path)
+    loaded = Library.load("references", tmp_path, settings=settings)
+    assert loaded is not None and not loaded.pending and loaded.indexes["embedding"].layout == index.layout
+    fewer = Library.load("references", tmp_path, settings=IndexSettings(device="cpu", embedding_factory="IVF16,Flat",
+                                                                         nprobe=4))
+    assert fewer is not None and fewer.indexes["embedding"].nprobe == 4  # search-time: the configured one applies
+    assert Library.load("references", tmp_path, settings=IndexSettings(device="cpu")) is None  # Flat wanted now

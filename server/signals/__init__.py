@@ -1,20 +1,22 @@
 """Match signals: one module each (pdq, embedding, face), one interface, one registry.
 
 A signal turns a media item's features into rows of vectors (each row remembering the frame time and box it came
-from), makes the FAISS index that holds them, searches it, and knows which way its scores point. The matcher
-(`server.matching`) and the service only talk to this interface, so a new signal plugs in here without touching
-them. Like python-threatexchange's `SignalType`, but over vectors rather than strings: our signals live in
-indexes, not in exchange files (PDQ hashes still cross the API as hex, see `server.models.pdq`).
+from), makes the index that holds them (of the backend `IndexSettings` names), searches it, and knows which way
+its scores point. The matcher (`server.matching`) and the service only talk to this interface, so a new signal
+plugs in here without touching them. Like python-threatexchange's `SignalType`, but over vectors rather than
+strings: our signals live in indexes, not in exchange files (PDQ hashes still cross the API as hex, see
+`server.models.pdq`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from server.config import MatchSettings
+from server.config import IndexSettings, MatchSettings
 from server.features import MediaFeatures
 
 
@@ -80,7 +82,9 @@ class Signal(Protocol):
 
     def default_threshold(self, settings: MatchSettings) -> float: ...
 
-    def make_index(self, use_gpu: bool | None = None) -> object: ...
+    def make_index(self, settings: IndexSettings, snapshot: Path | None = None) -> object:
+        """A fresh index for this signal's rows, or the one saved at `snapshot` (ValueError if unreadable, or of
+        another backend than `settings` names)."""
 
     def search(self, index: object, queries: SignalVectors, threshold: float, settings: MatchSettings) -> Hits:
         """Every stored row within `threshold` of a query row (the loosest threshold any case uses)."""

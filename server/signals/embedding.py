@@ -7,11 +7,13 @@ quarter of a page meets the page's content block, and an 80 % crop meets the ref
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from server.config import MatchSettings
+from server.config import IndexSettings, MatchSettings
 from server.features import MediaFeatures
-from server.index import VectorIndex
+from server.index_base import VectorSearch, vector_index
 from server.signals import Hits, SignalVectors
 
 
@@ -32,11 +34,11 @@ class EmbeddingSignal:
     def default_threshold(self, settings: MatchSettings) -> float:
         return settings.embedding_min_similarity
 
-    def make_index(self, use_gpu: bool | None = None) -> VectorIndex:
-        return VectorIndex(self.dim, metric="ip", use_gpu=use_gpu)
+    def make_index(self, settings: IndexSettings, snapshot: Path | None = None) -> VectorSearch:
+        return vector_index(self.dim, "ip", settings, settings.embedding_factory, snapshot)
 
     def search(self, index: object, queries: SignalVectors, threshold: float, settings: MatchSettings) -> Hits:
-        assert isinstance(index, VectorIndex)
+        assert isinstance(index, VectorSearch)
         if not len(queries) or not len(index):
             return Hits.empty()
         return knn_hits(index, queries.vectors, settings.embedding_k, lambda s: s >= threshold)
@@ -45,7 +47,7 @@ class EmbeddingSignal:
         return score >= threshold
 
 
-def knn_hits(index: VectorIndex, queries: np.ndarray, k: int, keep: object) -> Hits:
+def knn_hits(index: VectorSearch, queries: np.ndarray, k: int, keep: object) -> Hits:
     """k nearest rows per query, as Hits, keeping those whose score passes `keep` (a vectorised predicate)."""
     scores, owners, locals_ = index.search(np.ascontiguousarray(queries, np.float32), k)
     mask = (owners >= 0) & keep(scores)  # type: ignore[operator]

@@ -6,9 +6,11 @@ stored as fractions of the frame so they mean the same at any resolution.
 
 from __future__ import annotations
 
-from server.config import MatchSettings
+from pathlib import Path
+
+from server.config import IndexSettings, MatchSettings
 from server.features import MediaFeatures
-from server.index import VectorIndex
+from server.index_base import VectorSearch, vector_index
 from server.signals import Hits, SignalVectors
 from server.signals.embedding import knn_hits
 
@@ -43,11 +45,11 @@ class FaceSignal:
     def default_threshold(self, settings: MatchSettings) -> float:
         return settings.face_max_distance
 
-    def make_index(self, use_gpu: bool | None = None) -> VectorIndex:
-        return VectorIndex(self.dim, metric="l2", use_gpu=use_gpu)
+    def make_index(self, settings: IndexSettings, snapshot: Path | None = None) -> VectorSearch:
+        return vector_index(self.dim, "l2", settings, "Flat", snapshot)  # 128-d: exact stays cheap
 
     def search(self, index: object, queries: SignalVectors, threshold: float, settings: MatchSettings) -> Hits:
-        assert isinstance(index, VectorIndex)
+        assert isinstance(index, VectorSearch)
         if not len(queries) or not len(index):
             return Hits.empty()
         return knn_hits(index, queries.vectors, settings.face_k, lambda d: d <= threshold)

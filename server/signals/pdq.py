@@ -7,9 +7,11 @@ without storing 8 hashes per reference. Hashes below PDQ's quality floor are ski
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from server.config import MatchSettings
+from server.config import IndexSettings, MatchSettings
 from server.features import MediaFeatures
 from server.index import BinaryIndex
 from server.models.pdq import PDQ_BYTES
@@ -43,8 +45,10 @@ class PdqSignal:
     def default_threshold(self, settings: MatchSettings) -> float:
         return float(settings.pdq_max_distance)
 
-    def make_index(self, use_gpu: bool | None = None) -> BinaryIndex:
-        return BinaryIndex(use_gpu=use_gpu)
+    def make_index(self, settings: IndexSettings, snapshot: Path | None = None) -> BinaryIndex:
+        # FAISS whatever the backend: GPU iff faiss sees one, unless the device is "cpu" (see IndexSettings)
+        use_gpu = False if settings.device == "cpu" else None
+        return BinaryIndex.load(snapshot, use_gpu=use_gpu) if snapshot is not None else BinaryIndex(use_gpu=use_gpu)
 
     def search(self, index: object, queries: SignalVectors, threshold: float, settings: MatchSettings) -> Hits:
         assert isinstance(index, BinaryIndex)
