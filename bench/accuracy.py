@@ -32,7 +32,7 @@ from pathlib import PurePosixPath
 import numpy as np
 from PIL import Image
 
-from bench.models import machine, publish
+from bench.record import machine, publish
 from bench.transforms import CORPUS, TRANSFORMS, encode, load
 from server.config import MatchSettings, Settings
 from server.inference.inprocess import InProcessInference

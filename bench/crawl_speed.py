@@ -22,7 +22,7 @@ import psycopg
 
 from bench.fixture_boards import plant_boards
 from bench.fixture_site import FixtureSite
-from bench.models import machine, publish
+from bench.record import machine, publish
 from bench.transforms import CORPUS
 from clients.matcher import MatcherClient, open_channel
 from ingest.config import parse_config

@@ -63,14 +63,7 @@ try:
     from server.index import BinaryIndex, VectorIndex
 except ImportError:  # a GPU host without faiss (the test machine): only the torch rows run
     faiss = None
-try:
-    from bench.models import publish
-except ImportError:  # bench.models imports the model stack (tritonclient, grpc tools), absent on the GPU test host
-
-    def publish(text: str, out: str | Path | None) -> None:
-        print(text)
-        if out:
-            Path(out).write_text(text.rstrip("\n") + "\n")
+from bench.record import publish
 
 DIM = 512
 LATENT = 64

@@ -9,8 +9,6 @@ server on model_repo/ and measures the same requests over gRPC.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.record import machine
 from bench.transforms import CORPUS, encode, load
 from server.config import ModelSettings, Settings
 from server.inference import Inference
@@ -31,19 +30,6 @@ def timed(run: Callable[[], object], repeat: int) -> list[float]:
         run()
         times.append((time.perf_counter() - started) * 1000)
     return times
-
-
-def publish(text: str, out: str | Path | None) -> None:
-    """Print a benchmark's markdown report, and keep a copy in `out` when given (for RESULTS.md)."""
-    print(text)
-    if out:
-        Path(out).write_text(text.rstrip("\n") + "\n")
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def per_model(inference: InProcessInference, frames: list[np.ndarray],

@@ -28,7 +28,7 @@ import grpc
 import psycopg
 
 from bench.fixture_site import FixtureSite, korean_post_page
-from bench.models import machine, publish
+from bench.record import machine, publish
 from bench.service_latency import image_path, pick_images
 from bench.transforms import encode, load, resize
 from clients.matcher import MatcherClient, open_channel

@@ -32,7 +32,7 @@ import grpc
 import numpy as np
 
 from bench.accuracy import near_duplicate_key, transformed
-from bench.models import machine, publish
+from bench.record import machine, publish
 from bench.transforms import CORPUS, TRANSFORMS, encode, load
 from clients.matcher import MatcherClient, open_channel
 from server.app import running_service

@@ -57,6 +57,13 @@ def running_service(settings: Settings, database_url: str | None = None, *, work
     # One OpenMP thread per search: requests already run in parallel on the gRPC workers, and FAISS's threads
     # on top of them oversubscribe the cores (measured: single queries several times slower; bench/RESULTS.md).
     faiss.omp_set_num_threads(1)
+    if settings.index.backend == "torch":
+        import torch
+
+        from server.exact_index import resolve_device
+
+        if resolve_device(settings.index.device).type == "cpu":  # the same for the exact index on CPU
+            torch.set_num_threads(1)  # process-wide: models run by torch on CPU get one thread too
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(database(settings, database_url))
         pool = open_pool(url, max_size=settings.service.max_workers + 2)
