@@ -115,8 +115,10 @@ class ServiceSettings:
     listen: str = "127.0.0.1:50051"
     data_dir: str = "~/.local/share/jiwoom"  # embedded PostgreSQL and index snapshots
     max_message_bytes: int = 64 * 1024 * 1024  # larger videos are streamed as frames (MatchStream)
-    max_workers: int = 8
-    max_concurrent_rpcs: int = 32  # beyond this new calls get RESOURCE_EXHAUSTED instead of queueing forever
+    max_workers: int = 8  # media calls (Match, stream items, RegisterReference, MarkBenign) computing at once
+    # every admitted call, an idle open MatchStream too, holds one gRPC thread; beyond this new calls get
+    # RESOURCE_EXHAUSTED instead of queueing forever
+    max_concurrent_rpcs: int = 32
     default_deadline_s: float = 300.0  # applied when a caller sets no deadline
     stream_max_open_items: int = 8  # items with frames still arriving, per stream
     stream_max_frame_bytes: int = 8 * 1024 * 1024

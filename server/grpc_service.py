@@ -413,7 +413,7 @@ def build_server(service: MatchingService, settings: Settings) -> tuple[grpc.Ser
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(max_workers=config.max_concurrent_rpcs, thread_name_prefix="rpc"),
         interceptors=[AuthInterceptor(service.store)], options=options,
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )

@@ -7,10 +7,12 @@ It holds three libraries (references, sightings, benign) over the signals, keeps
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from server.config import Settings
-from server.errors import DeadlineExceeded, InvalidInput, NotFound
+from server.errors import DeadlineExceeded, InferenceUnavailable, InvalidInput, NotFound
 from server.features import MediaFeatures
 from server.inference import Inference
 from server.library import IndexStat, Library
@@ -67,6 +69,9 @@ class RegisterOutcome:
     matches: list[TargetMatch] = field(default_factory=list)
 
 
+STOP_DRAIN_S = 30.0  # media calls in flight at shutdown get this long to finish
+
+
 def check_deadline(deadline: float | None, stage: str) -> None:
     if deadline is not None and time.monotonic() > deadline:
         raise DeadlineExceeded(f"deadline passed before {stage}")
@@ -87,6 +92,11 @@ class MatchingService:
         # Reference and negative-bank writes and forgets each hold this from the commit to the index update, so
         # the index never keeps an entry the database has forgotten. Feature extraction runs outside it.
         self._write_lock = threading.Lock()
+        # Media work (decoding, models, search) runs at most max_workers at once. gRPC gives every admitted call a
+        # thread, and a crawler's open MatchStream holds one while idle: sharing one small pool let 8 idle
+        # streams starve Match (bench/locustfile.py found it), while more threads doing inference at once would
+        # only oversubscribe the cores.
+        self._work_slots = threading.BoundedSemaphore(settings.service.max_workers)
         self._snapshot_lock = threading.Lock()
         self._stop = threading.Event()
         self._snapshotter: threading.Thread | None = None
@@ -146,7 +156,17 @@ class MatchingService:
                 log.exception("index snapshot failed")
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stop.set()  # from here new media work is refused (UNAVAILABLE: the caller retries elsewhere)
+        # Let media work in flight finish before the models and the database pool close under it: a stream item
+        # still matching after gRPC's grace would otherwise fail half-recorded. Bounded: a stuck call is logged.
+        until = time.monotonic() + STOP_DRAIN_S
+        held = 0
+        while held < self.settings.service.max_workers and self._work_slots.acquire(
+                timeout=max(0.0, until - time.monotonic())):
+            held += 1
+        if held < self.settings.service.max_workers:
+            log.warning("stopping with %d media calls still running after %.0f s",
+                        self.settings.service.max_workers - held, STOP_DRAIN_S)
         if self._snapshotter is not None:
             self._snapshotter.join(timeout=5)
         self.snapshot()
@@ -237,12 +257,34 @@ class MatchingService:
         return [TargetMatch(r, sighting_id=r.owner, source=sources.get(r.owner)) for r in results
                 if r.owner in sources]
 
+    @contextlib.contextmanager
+    def _working(self, deadline: float | None) -> Iterator[None]:
+        """One of the max_workers slots for media work, waited for no longer than the call's deadline."""
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if self._stop.is_set():
+            raise InferenceUnavailable("the service is stopping")
+        if not self._work_slots.acquire(timeout=timeout):
+            raise DeadlineExceeded(f"deadline passed while all {self.settings.service.max_workers} media workers "
+                                   "were busy")
+        if self._stop.is_set():  # stop() won the race for the slot's release
+            self._work_slots.release()
+            raise InferenceUnavailable("the service is stopping")
+        try:
+            yield
+        finally:
+            self._work_slots.release()
+
     def match(self, who: Principal, data: bytes | None = None, *, frames: list[tuple[bytes, float]] | None = None,
               source: SourceRecord | None = None, include_sightings: bool = False,
               deadline: float | None = None) -> MatchOutcome:
         """Match media (bytes, or frames a crawler decoded) against the references, and on request against
         past sightings. With a source it is recorded as a sighting, after the search so it does not find
         itself, and its reference matches are stored for the evidence and review queue."""
+        with self._working(deadline):
+            return self._match(who, data, frames, source, include_sightings, deadline)
+
+    def _match(self, who: Principal, data: bytes | None, frames: list[tuple[bytes, float]] | None,
+               source: SourceRecord | None, include_sightings: bool, deadline: float | None) -> MatchOutcome:
         if frames is not None:
             features, media = self.frames_features(frames)
         elif data is not None:
@@ -276,6 +318,11 @@ class MatchingService:
     def register_reference(self, who: Principal, case_id: str, data: bytes | None = None,
                            pdq_hashes: list[str] | None = None, retro_hunt: bool = True,
                            deadline: float | None = None) -> RegisterOutcome:
+        with self._working(deadline):
+            return self._register_reference(who, case_id, data, pdq_hashes, retro_hunt, deadline)
+
+    def _register_reference(self, who: Principal, case_id: str, data: bytes | None, pdq_hashes: list[str] | None,
+                            retro_hunt: bool, deadline: float | None) -> RegisterOutcome:
         case_id = case_id.strip()
         if not case_id or len(case_id) > 200:
             raise InvalidInput("case_id must be 1 to 200 characters")
@@ -357,7 +404,8 @@ class MatchingService:
         """Put media into the negative bank: its whole frames (PDQ and embedding) suppress matches from then on,
         to every case's references, or with a case_id (an officer's "not this victim") to that case's only."""
         if data is not None:
-            features, _ = self._features(data, frozenset({"pdq", "embedding"}))
+            with self._working(None):
+                features, _ = self._features(data, frozenset({"pdq", "embedding"}))
             vectors = self._vectors(features, query=False)
         elif sighting_id is not None:
             loaded = next(self.store.load_vector_batches("sightings", [sighting_id]))

@@ -6,6 +6,8 @@ One server for the module (models load once); each test uses its own case ids so
 from __future__ import annotations
 
 import io
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -436,3 +438,30 @@ def test_stats_count_what_is_stored(served: Served, registered: dict[str, int]) 
         ("references", "SIGNAL_PDQ"), ("references", "SIGNAL_EMBEDDING"), ("sightings", "SIGNAL_FACE")}
     assert all(i.device == "cpu" for i in stats.indexes)
     assert stats.inference == "inprocess"
+
+
+def test_idle_streams_do_not_starve_match(served: Served, corpus: Path) -> None:
+    """Crawlers keep MatchStreams open between items; more of them than media workers must not block Match."""
+    streams = served.running.service.settings.service.max_workers + 2
+    release = threading.Event()
+
+    def idle() -> Iterator[pb.StreamRequest]:
+        release.wait(60)
+        yield from ()
+
+    def hold() -> None:
+        list(served.client("crawler").match_stream(idle(), timeout_s=90))
+
+    threads = [threading.Thread(target=hold) for _ in range(streams)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)  # every stream is open on the server and holds a gRPC thread
+        client = MatcherClient(served.channel, served.tokens["crawler"], timeout_s=30)
+        started = time.monotonic()
+        reply = client.match(jpeg(image(corpus, "img_0020.jpg")))
+        assert reply.media.kind and time.monotonic() - started < 30
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(timeout=30)
