@@ -135,10 +135,10 @@ def measure_level(client: MatcherClient, pool: list[QueryItem], reference_ids: d
             found = {m.reference_id for m in reply.matches}
             with lock:
                 result.latencies_ms.append(elapsed)
-                if item.expected is not None:
+                if item.expected in reference_ids:
                     result.copies += 1
                     result.copies_found += int(reference_ids[item.expected] in found)
-                else:
+                elif item.expected is None:
                     result.others += 1
                     result.others_matched += int(bool(found))
 
@@ -172,10 +172,16 @@ def run_config(label: str, settings: Settings, args: argparse.Namespace, registe
                 for n, index in enumerate(registered):
                     data = image_path(index).read_bytes()
                     began = time.perf_counter()
-                    reply = client.register_reference(f"bench-case-{n % 5}", data)  # with retro-hunt, the default
+                    try:
+                        reply = client.register_reference(f"bench-case-{n % 5}", data)  # with retro-hunt
+                    except grpc.RpcError as error:  # e.g. a flat picture: "nothing matchable"
+                        if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                            raise
+                        progress(f"{label}: corpus image {index} refused as a reference: {error.details()}")
+                        continue
                     registration_ms.append((time.perf_counter() - began) * 1000)
                     reference_ids[index] = reply.reference_id
-                progress(f"{label}: registered {len(registered)} references")
+                progress(f"{label}: registered {len(reference_ids)} of {len(registered)} references")
                 levels = []
                 for concurrency in args.concurrency:
                     levels.append(measure_level(client, pool, reference_ids, concurrency, args.seconds))
