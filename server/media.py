@@ -8,24 +8,31 @@ demuxing (and again on every decoded frame, for containers that do not declare i
 Images go through Pillow, videos through PyAV (FFmpeg), both from memory. Frames come back as one uint8
 [F, H, W, 3] RGB array at working resolution (long side <= `working_max_side`), with timestamps and scene-cut
 flags; a video is sampled every 1/`sample_fps` seconds plus the first frames of new shots.
+
+With `gpu=True` (ModelSettings.gpu_decode), still JPEGs are decoded by nvJPEG (torchvision) and videos by NVDEC
+(FFmpeg's CUDA hwaccel) where this process has them and a GPU; otherwise, and for anything they refuse, the CPU
+path decodes as always. Every limit is checked the same way before either decodes.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
+import logging
 import math
 import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 import av
 import av.container
 import av.video
 import numpy as np
+from av.codec.hwaccel import HWAccel
 from av.video.reformatter import VideoReformatter
 from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -40,6 +47,8 @@ from server.errors import (
 )
 
 __all__ = ["IMAGE_FORMATS", "VIDEO_FORMATS", "DecodedMedia", "decode_media", "sniff_format"]
+
+log = logging.getLogger("jiwoom.media")
 
 IMAGE_FORMATS = ("jpeg", "png", "webp", "gif", "bmp")
 VIDEO_FORMATS = ("mp4", "mov", "webm", "mkv", "avi")
@@ -158,8 +167,9 @@ def _ebml_vint(buf: bytes, pos: int, keep_marker: bool = False) -> tuple[int, in
 # --------------------------------------------------------------------------------------------- entry point
 
 
-def decode_media(data: bytes, limits: MediaLimits = MediaLimits()) -> DecodedMedia:  # noqa: B008 (frozen)
-    """Decode an image or video from untrusted bytes into working-resolution RGB frames.
+def decode_media(data: bytes, limits: MediaLimits = MediaLimits(), gpu: bool = False) -> DecodedMedia:  # noqa: B008
+    """Decode an image or video from untrusted bytes into working-resolution RGB frames (`gpu`: see the module
+    docstring).
 
     Raises only MediaError subclasses: UnsupportedMedia, CorruptMedia, NoVideoStream, MediaTooLarge,
     DecodeTimeout.
@@ -172,8 +182,8 @@ def decode_media(data: bytes, limits: MediaLimits = MediaLimits()) -> DecodedMed
     fmt = sniff_format(data)
     try:
         if fmt in _PIL_FORMATS:
-            return _decode_image(data, fmt, limits, deadline)
-        return _decode_video(data, fmt, limits, deadline)
+            return _decode_image(data, fmt, limits, deadline, gpu)
+        return _decode_video(data, fmt, limits, deadline, gpu)
     except MediaError:
         raise
     except MemoryError:
@@ -305,7 +315,7 @@ def _stack(frames: list[np.ndarray]) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- images
 
 
-def _decode_image(data: bytes, fmt: str, limits: MediaLimits, deadline: float) -> DecodedMedia:
+def _decode_image(data: bytes, fmt: str, limits: MediaLimits, deadline: float, gpu: bool = False) -> DecodedMedia:
     # Our own check below is the real limit; Pillow's bomb check stays as a backstop but must not refuse
     # what the deployment allows. Only ever raised, never lowered, so concurrent calls cannot race it down.
     if Image.MAX_IMAGE_PIXELS is not None and limits.max_pixels > Image.MAX_IMAGE_PIXELS:
@@ -325,6 +335,12 @@ def _decode_image(data: bytes, fmt: str, limits: MediaLimits, deadline: float) -
             raise CorruptMedia(f"{fmt} header gives an empty size {width}x{height}")
         if width * height > limits.max_pixels:
             raise MediaTooLarge(f"{width}x{height} image is over the limit of {limits.max_pixels} pixels")
+        if gpu and fmt == "jpeg" and getattr(im, "n_frames", 1) == 1:
+            orientation = _exif_orientation(im)
+            still = _decode_jpeg_gpu(data, orientation, limits.working_max_side)
+            if still is not None:
+                swapped = orientation in _SWAPS_SIDES_ORIENTATIONS
+                return _still(fmt, still, (height, width) if swapped else (width, height))
         if fmt == "jpeg" and max(width, height) > limits.working_max_side:
             # DCT-domain downscale by 1/2, 1/4 or 1/8 while decoding: a fraction of the work and memory.
             scale = limits.working_max_side / max(width, height)
@@ -375,6 +391,69 @@ def _decode_image(data: bytes, fmt: str, limits: MediaLimits, deadline: float) -
     )
 
 
+def _still(fmt: str, frame: np.ndarray, size: tuple[int, int]) -> DecodedMedia:
+    return DecodedMedia(kind="image", format=fmt, frames=_stack([frame]), timestamps=np.zeros(1, np.float32),
+                        scene_cut=np.ones(1, bool), duration_s=0.0, width=size[0], height=size[1])
+
+
+# EXIF orientation -> the same transposition as _TRANSPOSE, on a [..., H, W] tensor (the GPU path's pixels).
+_TENSOR_ORIENTATIONS: dict[int, Callable[[Any], Any]] = {
+    2: lambda t: t.flip(-1),
+    3: lambda t: t.flip(-2, -1),
+    4: lambda t: t.flip(-2),
+    5: lambda t: t.transpose(-2, -1),
+    6: lambda t: t.rot90(-1, (-2, -1)),
+    7: lambda t: t.transpose(-2, -1).flip(-2, -1),
+    8: lambda t: t.rot90(1, (-2, -1)),
+}
+_SWAPS_SIDES_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+@functools.cache
+def _nvjpeg() -> Callable[..., Any] | None:
+    """torchvision's decode_jpeg when it and a CUDA device are there, else None (once per process)."""
+    try:
+        import torch
+        from torchvision.io import decode_jpeg
+    except Exception as error:  # ImportError, or OSError: a torchvision built for another torch fails to load
+        log.info("GPU JPEG decoding unavailable: %s", error)
+        return None
+    if not torch.cuda.is_available():
+        log.info("GPU JPEG decoding unavailable: PyTorch sees no CUDA device")
+        return None
+    return decode_jpeg
+
+
+def orient(pixels: Any, orientation: int) -> Any:
+    """A [..., H, W] tensor as the Pillow path shows it for this EXIF orientation (its own code, not
+    decode_jpeg's apply_exif_orientation, so both paths transpose by one table)."""
+    turn = _TENSOR_ORIENTATIONS.get(orientation)
+    return pixels if turn is None else turn(pixels)
+
+
+def _decode_jpeg_gpu(data: bytes, orientation: int, max_side: int) -> np.ndarray | None:
+    """The JPEG decoded by nvJPEG, oriented and scaled to working size on the GPU; None: use the CPU path."""
+    decode = _nvjpeg()
+    if decode is None:
+        return None
+    import torch
+    from torchvision.io import ImageReadMode
+
+    try:
+        pixels = orient(decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
+                               device="cuda"), orientation)
+        height, width = pixels.shape[-2:]
+        size = _fit(width, height, max_side)
+        if size != (width, height):  # antialiased, like Pillow's reducing resize
+            scaled = torch.nn.functional.interpolate(pixels[None].float(), size=(size[1], size[0]), mode="bilinear",
+                                                     antialias=True, align_corners=False)
+            pixels = scaled[0].round_().clamp_(0, 255).to(torch.uint8)
+        return pixels.permute(1, 2, 0).contiguous().cpu().numpy()
+    except Exception as error:  # CMYK, 12-bit, arithmetic coding...: nvJPEG refuses, Pillow does not
+        log.debug("nvJPEG refused a JPEG, decoding on the CPU: %s", error)
+        return None
+
+
 def _exif_orientation(im: Image.Image) -> int:
     try:
         value = im.getexif().get(_EXIF_ORIENTATION, 1)
@@ -413,10 +492,25 @@ def _pil_to_rgb(im: Image.Image) -> Image.Image:
 # --------------------------------------------------------------------------------------------- videos
 
 
-def _decode_video(data: bytes, fmt: str, limits: MediaLimits, deadline: float) -> DecodedMedia:
+@functools.cache
+def _cuda_hwaccel() -> HWAccel | None:
+    """NVDEC through FFmpeg's CUDA hwaccel, when this FFmpeg and a GPU have it (probed once per process).
+    One hwaccel for every codec NVDEC decodes (H.264, HEVC, VP9, AV1), where h264_cuvid would be one decoder per
+    codec; streams it cannot decode fall back to FFmpeg's software decoder, and frames come back in CPU memory."""
+    hwaccel = HWAccel(device_type="cuda", allow_software_fallback=True)
+    try:
+        hwaccel.create(av.Codec("h264", "r"))
+    except av.FFmpegError as error:
+        log.info("GPU video decoding unavailable: %s", _describe(error))
+        return None
+    return hwaccel
+
+
+def _decode_video(data: bytes, fmt: str, limits: MediaLimits, deadline: float, gpu: bool = False) -> DecodedMedia:
     remaining = max(0.001, deadline - time.monotonic())
     try:
-        container = av.open(io.BytesIO(data), mode="r", format=_AV_DEMUXERS[fmt], timeout=(remaining, remaining))
+        container = av.open(io.BytesIO(data), mode="r", format=_AV_DEMUXERS[fmt], timeout=(remaining, remaining),
+                            hwaccel=_cuda_hwaccel() if gpu else None)
     except av.FFmpegError as exc:
         _check_deadline(deadline, fmt)
         raise CorruptMedia(f"{fmt} container does not parse: {_describe(exc)}") from None

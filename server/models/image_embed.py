@@ -15,13 +15,10 @@ import cv2
 import numpy as np
 
 from server.config import Settings
-from server.models.onnx_session import open_session
+from server.models.onnx_session import open_network
 
 BORDER_TOLERANCE = 12.0  # grey levels: a border row/column is flat within this
-MIN_TRIMMED_FRACTION = 0.3
-# Crops per ONNX Runtime call: a capped video holds thousands of regions, and one batch of all of them would
-# need gigabytes of input and activations; 32 keeps each call's memory small at no measurable speed cost.
-EMBED_BATCH = 32  # never trim away more than 70 % of a side: then it was content, not a border
+MIN_TRIMMED_FRACTION = 0.3  # never trim away more than 70 % of a side: then it was content, not a border
 
 
 def resolve_model_path(name: str) -> Path:
@@ -118,18 +115,28 @@ class ImageEmbedModel:
         config = settings.models
         self.size = config.embed_size
         self.grid = config.region_grid
-        self.session = open_session(resolve_model_path(config.embed_model), config.threads, config.onnx_providers)
-        self.input_name = self.session.get_inputs()[0].name
+        # Crops per network call: a capped video holds thousands of regions, and one batch of all of them would
+        # need gigabytes of input and activations; 32 keeps each call's memory small at no measurable CPU cost.
+        self.batch = max(1, config.embed_batch)
+        self.network = open_network(resolve_model_path(config.embed_model), config, self.batch)
+        self._dim: int | None = None
+
+    @property
+    def dim(self) -> int:
+        """The embedding's width, from the network itself (some exports leave it symbolic)."""
+        if self._dim is None:
+            self._dim = int(self.network(np.zeros((1, self.size, self.size, 3), np.uint8)).shape[1])
+        return self._dim
 
     def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Square-resize each RGB crop to the model's side and embed them in one batch."""
+        """Square-resize each RGB crop to the model's side and embed them, a batch at a time."""
         if not crops:
-            return np.zeros((0, self.session.get_outputs()[0].shape[1] or 512), np.float32)
+            return np.zeros((0, self.dim), np.float32)
         chunks = []
-        for start in range(0, len(crops), EMBED_BATCH):
+        for start in range(0, len(crops), self.batch):
             batch = np.stack([cv2.resize(c, (self.size, self.size), interpolation=cv2.INTER_AREA)
-                              for c in crops[start:start + EMBED_BATCH]])
-            chunks.append(self.session.run(None, {self.input_name: batch})[0].astype(np.float32))
+                              for c in crops[start:start + self.batch]])
+            chunks.append(self.network(batch))
         return np.concatenate(chunks)
 
     def __call__(self, frames: np.ndarray) -> dict[str, np.ndarray]:
