@@ -191,7 +191,7 @@ class MatchingService:
         limits = self.settings.limits
         decoded = []
         for image, _ in frames:
-            media = decode_media(image, limits)
+            media = decode_media(image, limits, self.settings.models.gpu_decode)
             if media.kind != "image":
                 raise InvalidInput("a streamed frame must be an image (JPEG, PNG, WebP), not a video")
             decoded.append(media.frames[0])

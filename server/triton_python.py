@@ -26,6 +26,9 @@ class TritonPythonModel:
         self.output_names = [t["name"] for t in config["output"]]
         # A config's `parameters` override model settings: that is how configs/gpu.pbtxt picks GPU providers.
         overrides = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        if args.get("model_instance_kind") == "GPU" and overrides.get("torch_device", "").startswith("cuda"):
+            # Triton places each KIND_GPU instance on one device (instance_group gpus); follow it, not cuda:0
+            overrides["torch_device"] = f"cuda:{args['model_instance_device_id']}"
         self.model = load_model(self.name, with_model_overrides(load_settings(), overrides))
 
     def execute(self, requests: list[Any]) -> list[Any]:
