@@ -237,6 +237,7 @@ def test_script_help_and_dry_run_need_no_tensorrt(sandbox):
     sscd = next(line for line in lines if "sscd_trt" in line)
     assert "--minShapes=image:1x288x288x3" in sscd and "--maxShapes=image:64x288x288x3" in sscd
     assert "--fp16" not in sscd  # GeM's Pow(x, 3) overflows FP16
+    assert "--noTF32" in sscd  # TF32 on scaled floats breaks the int8 rounding
     assert all("--fp16" in line for line in lines if "age_trt" in line or "gender_trt" in line)
     assert not list(sandbox["repo"].glob("*/1/model.plan"))
 
