@@ -54,8 +54,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from server.exact_index import ExactIndex, resolve_device
+from server.exact_index import ExactIndex
 from server.index_base import VectorHits
+from server.torch_device import resolve_device
 
 try:
     import faiss

