@@ -207,8 +207,7 @@ def render(args: argparse.Namespace, settings: Settings, samples: list[Sample], 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="locust run time")
-    parser.add_argument("--users", type=int, default=6, help="locust -u: a third Match users, the rest crawlers "
-                        "(each crawler's open stream holds one of the service's max_workers threads)")
+    parser.add_argument("--users", type=int, default=6, help="locust -u: a third Match users, the rest crawlers")
     parser.add_argument("--spawn-rate", type=float, default=1.0, help="locust -r")
     parser.add_argument("--references", type=int, default=30)
     parser.add_argument("--pool", type=int, default=36, help="distinct images sent")

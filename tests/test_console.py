@@ -104,10 +104,13 @@ class Desk:
             return error.code, error.read(), dict(error.headers)
 
     def submit(self, element: Any) -> None:
-        """Click something that loads a new page, and wait until it has."""
-        page = self.driver.find_element(By.TAG_NAME, "html")
+        """Click something that loads a new page, and wait until it has. The old page is marked in its window
+        rather than held as an element: asking ChromeDriver about an element of a page that is going away can
+        fail with "Node with given id does not belong to the document" instead of reporting it stale."""
+        self.driver.execute_script("window.jiwoomOldPage = true")
         element.click()
-        self.wait(expected_conditions.staleness_of(page))
+        self.wait(lambda driver: driver.execute_script(
+            "return window.jiwoomOldPage === undefined && document.readyState === 'complete'"))
 
     def flash(self) -> str:
         return " ".join(e.text for e in self.driver.find_elements(By.CSS_SELECTOR, ".flash"))
