@@ -7,8 +7,9 @@ there). `python -m bench.load_soak` runs it against a throwaway local service an
 
 Users: `MatchUser` (weight 1) sends single `Match` calls, as the case system or an officer's console does;
 `CrawlerUser` (weight 2) holds a `MatchStream` open for 10-30 items, paced like a crawler fetching media, at most
-two items unanswered. The service gives each open stream one of its `max_workers` threads (8 by default) for the
-stream's whole life: keep the crawlers (two thirds of -u) below that, or Match calls wait for a stream to end.
+two items unanswered. Each open stream holds a gRPC thread of the service for its whole life (up to
+`max_concurrent_rpcs`, 32 by default); media work runs in at most `max_workers` (8) calls at once, so idle streams
+do not hold Match back.
 
 Media: transformed corpus images (bench/transforms.py) at three sizes (thumbnails of 120-320 px, photos of 720-900
 px, large images of 2800-3200 px) as JPEG, PNG and WEBP, short videos (4-5 s: a pan over a still, a cut and
