@@ -259,13 +259,18 @@ class MatchingService:
 
     @contextlib.contextmanager
     def _working(self, deadline: float | None) -> Iterator[None]:
-        """One of the max_workers slots for media work, waited for no longer than the call's deadline."""
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if self._stop.is_set():
-            raise InferenceUnavailable("the service is stopping")
-        if not self._work_slots.acquire(timeout=timeout):
-            raise DeadlineExceeded(f"deadline passed while all {self.settings.service.max_workers} media workers "
-                                   "were busy")
+        """One of the max_workers slots for media work, waited for no longer than the call's deadline. The wait
+        wakes every second to see whether stop() began: stop() takes every slot, and a waiter without a deadline
+        would otherwise keep its thread, and the process, alive for ever."""
+        while True:
+            if self._stop.is_set():
+                raise InferenceUnavailable("the service is stopping")
+            wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if wait <= 0:
+                raise DeadlineExceeded(f"deadline passed while all {self.settings.service.max_workers} media "
+                                       "workers were busy")
+            if self._work_slots.acquire(timeout=wait):
+                break
         if self._stop.is_set():  # stop() won the race for the slot's release
             self._work_slots.release()
             raise InferenceUnavailable("the service is stopping")

@@ -25,6 +25,7 @@ from bench import transforms
 from clients.matcher import MatcherClient, open_channel
 from server.app import Running, running_service
 from server.config import ServiceSettings, Settings
+from server.errors import InferenceUnavailable
 from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.service import MatchingService
 from server.store import ROLES, Principal
@@ -465,3 +466,37 @@ def test_idle_streams_do_not_starve_match(served: Served, corpus: Path) -> None:
         release.set()
         for thread in threads:
             thread.join(timeout=30)
+
+
+def test_stop_drains_media_work_then_refuses_new_work(served: Served) -> None:
+    """Shutdown lets calls in flight finish before the pool closes, and turns waiting and new calls away."""
+    running = served.running.service
+    service = MatchingService(Settings(service=ServiceSettings(max_workers=1)), running.inference, running.store,
+                              snapshot_dir=None)
+    entered, outcome = threading.Event(), {}
+
+    def in_flight() -> None:
+        with service._working(None):
+            entered.set()
+            time.sleep(1.0)
+            outcome["in_flight"] = "finished"
+
+    def waiting() -> None:
+        try:
+            with service._working(None):  # no deadline: only stop() can end this wait
+                outcome["waiting"] = "ran"
+        except InferenceUnavailable as error:
+            outcome["waiting"] = str(error)
+
+    first, second = threading.Thread(target=in_flight), threading.Thread(target=waiting)
+    first.start()
+    entered.wait(10)
+    second.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    service.stop()
+    assert outcome["in_flight"] == "finished" and time.monotonic() - started >= 0.5
+    second.join(timeout=5)
+    assert not second.is_alive() and outcome["waiting"] == "the service is stopping"
+    with pytest.raises(InferenceUnavailable), service._working(time.monotonic() + 60):
+        pass
