@@ -67,7 +67,7 @@ from PIL import Image
 from bench.accuracy import transformed
 from bench.service_latency import image_path, pick_images
 from bench.transforms import CORPUS, TRANSFORMS, encode, load
-from clients.matcher import MAX_MESSAGE_BYTES, open_channel
+from clients.matcher import open_channel
 from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.proto_gen.jiwoom.v1 import matcher_pb2_grpc as pb_grpc
 from tests.media_samples import encode_video
@@ -224,13 +224,7 @@ def target_of(host: str | None) -> tuple[str, bool]:
 def channel_for(host: str | None) -> grpc.Channel:
     target, tls = target_of(host)
     ca = os.environ.get("JIWOOM_TLS_CA")
-    if ca:
-        return open_channel(target, tls_ca=Path(ca))
-    if tls:  # the system's roots
-        options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-        return grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
-    return open_channel(target)
+    return open_channel(target, tls_ca=Path(ca) if ca else None, tls=tls)
 
 
 def token(name: str = "JIWOOM_TOKEN") -> str:

@@ -17,12 +17,13 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # the server's default limit (ServiceSetti
 DEFAULT_TIMEOUT_S = 120.0
 
 
-def open_channel(target: str, *, tls_ca: Path | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES
-                 ) -> grpc.Channel:
+def open_channel(target: str, *, tls_ca: Path | None = None, tls: bool = False,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> grpc.Channel:
+    """TLS with `tls_ca` as the root, or with the system's roots when only `tls` is set; else plaintext."""
     options = [("grpc.max_send_message_length", max_message_bytes),
                ("grpc.max_receive_message_length", max_message_bytes)]
-    if tls_ca is not None:
-        credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca.read_bytes())
+    if tls_ca is not None or tls:
+        credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca.read_bytes() if tls_ca else None)
         return grpc.secure_channel(target, credentials, options=options)
     return grpc.insecure_channel(target, options=options)
 

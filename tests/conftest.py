@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import email
 import socket
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,3 +165,35 @@ def action_desk(postgres_server: str, data_dir: Path) -> Iterator[ActionDesk]:
                 channel.close()
     finally:
         controller.stop()
+
+
+def add_remove_search_concurrently(add: Callable[[int], None], remove: Callable[[int], None],
+                                   search: Callable[[int], None]) -> None:
+    """Four writers add owners 0, 50, ... 3950 (each a block of 50 rows starting at the owner's number) and remove
+    every 400th again, while three readers search 60 times each; the first error of any thread is raised here."""
+    errors: list[BaseException] = []
+
+    def writer(first: int) -> None:
+        try:
+            for owner in range(first, 4000, 200):
+                add(owner)
+                if owner % 400 == 0:
+                    remove(owner)
+        except BaseException as err:  # surfaced in the main thread
+            errors.append(err)
+
+    def reader() -> None:
+        try:
+            for i in range(60):
+                search(i)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(f,)) for f in (0, 50, 100, 150)]
+    threads += [threading.Thread(target=reader) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from server.index import VectorIndex
 from server.index_base import VectorHits, VectorSearch, vector_index
 from server.library import Library
 from server.signals import SignalVectors
+from tests.conftest import add_remove_search_concurrently
 from tests.test_index import brute_force, clustered, fill, normalised
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,32 +264,11 @@ def test_corrupt_or_foreign_snapshots_raise_value_error(tmp_path: Path) -> None:
 def test_concurrent_search_while_adding_and_removing() -> None:
     data, _ = dataset("random", "ip", 4000, 1, d=32)
     index = ExactIndex(32, device="cpu", workspace_bytes=1 << 16)
-    errors: list[BaseException] = []
 
-    def writer(first: int) -> None:
-        try:
-            for o in range(first, 4000, 200):
-                index.add(o, data[o : o + 50])
-                if o % 400 == 0:
-                    index.remove([o])
-        except BaseException as err:  # surfaced in the main thread
-            errors.append(err)
+    def search(i: int) -> None:
+        assert index.search(data[i : i + 4], 5).owners.shape == (4, 5)
 
-    def reader() -> None:
-        try:
-            for i in range(60):
-                hits = index.search(data[i : i + 4], 5)
-                assert hits.owners.shape == (4, 5)
-        except BaseException as err:
-            errors.append(err)
-
-    threads = [threading.Thread(target=writer, args=(f,)) for f in (0, 50, 100, 150)]
-    threads += [threading.Thread(target=reader) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    add_remove_search_concurrently(lambda o: index.add(o, data[o : o + 50]), lambda o: index.remove([o]), search)
     assert len(index) == 80 * 50 - 10 * 50
     stored = {o for o in range(0, 4000, 50) if o % 400}
     assert index.owners() == stored

@@ -5,7 +5,6 @@ Everything runs on CPU; the GPU branches of server.index cannot run here (no GPU
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import cv2
@@ -22,6 +21,7 @@ from server.index import (
     unpack_ids,
 )
 from server.models.pdq import pack_bits
+from tests.conftest import add_remove_search_concurrently
 
 RNG_SEED = 7
 
@@ -374,35 +374,20 @@ def test_concurrent_search_while_adding() -> None:
     data = normalised(rng, 4000, 32)
     codes = rng.integers(0, 256, (4000, 32), dtype=np.uint8)
     vectors, binary = VectorIndex(32), BinaryIndex()
-    errors: list[BaseException] = []
 
-    def writer(first: int) -> None:
-        try:
-            for o in range(first, 4000, 200):
-                vectors.add(o, data[o : o + 50])
-                binary.add(o, codes[o : o + 50])
-                if o % 400 == 0:
-                    vectors.remove([o])
-                    binary.remove([o])
-        except BaseException as err:  # surfaced in the main thread
-            errors.append(err)
+    def add(owner: int) -> None:
+        vectors.add(owner, data[owner : owner + 50])
+        binary.add(owner, codes[owner : owner + 50])
 
-    def reader() -> None:
-        try:
-            for i in range(60):
-                hits = vectors.search(data[i : i + 4], 5)
-                assert hits.owners.shape == (4, 5)
-                binary.search(codes[i : i + 4])
-        except BaseException as err:
-            errors.append(err)
+    def remove(owner: int) -> None:
+        vectors.remove([owner])
+        binary.remove([owner])
 
-    threads = [threading.Thread(target=writer, args=(f,)) for f in (0, 50, 100, 150)]
-    threads += [threading.Thread(target=reader) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    def search(i: int) -> None:
+        assert vectors.search(data[i : i + 4], 5).owners.shape == (4, 5)
+        binary.search(codes[i : i + 4])
+
+    add_remove_search_concurrently(add, remove, search)
     assert len(vectors) == len(binary) == 80 * 50 - 10 * 50
 
 
