@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from typing import Any
 
 from server.config import load_settings, with_model_overrides
@@ -29,7 +30,11 @@ class TritonPythonModel:
         if args.get("model_instance_kind") == "GPU" and overrides.get("torch_device", "").startswith("cuda"):
             # Triton places each KIND_GPU instance on one device (instance_group gpus); follow it, not cuda:0
             overrides["torch_device"] = f"cuda:{args['model_instance_device_id']}"
-        self.model = load_model(self.name, with_model_overrides(load_settings(), overrides))
+        settings = with_model_overrides(load_settings(), overrides)
+        # One line per instance in tritonserver's log: which runtime and device a config really selected.
+        print(f"jiwoom: {args.get('model_instance_name', self.name)}: runtime {settings.models.runtime}, "
+              f"torch_device {settings.models.torch_device}", file=sys.stderr, flush=True)
+        self.model = load_model(self.name, settings)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         import triton_python_backend_utils as pb_utils  # exists only inside the Triton stub

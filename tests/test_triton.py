@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +96,45 @@ def test_limits_and_bad_tensors_come_back_typed(triton: TritonInference):
         triton.media_features(png_bomb(50_000, 50_000))
     with pytest.raises(InvalidInput, match="frames"):
         triton.frame_features(np.zeros((1, 8, 8, 4), np.uint8))
+
+
+@pytest.fixture(scope="module")
+def triton_gpu_configs(tmp_path_factory) -> Iterator[TritonInference]:
+    """Triton on the production GPU configs (`--model-config-name=gpu`), with only the device moved to the CPU:
+    the same python-backend models, parameters and PyTorch runtime as on the GPU machine, KIND_GPU aside."""
+    root = tmp_path_factory.mktemp("gpu_repo")
+    repository = root / "model_repo"
+    shutil.copytree(DEFAULT_REPOSITORY, repository, ignore=shutil.ignore_patterns("__pycache__"))
+    variants = sorted(repository.glob("*/configs/gpu.pbtxt"))
+    assert {p.parent.parent.name for p in variants} >= {"image_embed", "age_head"}
+    for variant in variants:
+        text = variant.read_text()
+        assert "KIND_GPU" in text and '"cuda"' in text
+        variant.write_text(text.replace("KIND_GPU", "KIND_CPU").replace('"cuda"', '"cpu"'))
+    log = root / "tritonserver.log"
+    with start_triton(repository, extra_pythonpath=[REPO_ROOT], log_path=log,
+                      extra_args=["--model-config-name=gpu"]) as server:
+        selected = re.findall(r"jiwoom: (\w+?)_\d+(?:_\d+)?: runtime (\w+), torch_device (\S+)", log.read_text())
+        assert {(name, runtime, device) for name, runtime, device in selected if name in ("image_embed", "age_head")} \
+            == {("image_embed", "torch", "cpu"), ("age_head", "torch", "cpu")}, log.read_text()[-3000:]
+        engine = TritonInference(server.grpc_url)
+        yield engine
+        engine.close()
+
+
+def test_gpu_configs_serve_the_torch_ports_with_onnxruntime_results(triton_gpu_configs: TritonInference,
+                                                                     inference: Inference, corpus: Path):
+    data = (corpus / "images" / ASTRONAUT).read_bytes()
+    ported = triton_gpu_configs.media_features(data, ALL_FAMILIES).frames[0]
+    reference = inference.media_features(data, ALL_FAMILIES).frames[0]
+    assert ported.pdq_hash == reference.pdq_hash and ported.ocr_text == reference.ocr_text
+    assert len(ported.regions) == len(reference.regions) > 1
+    for a, b in zip(ported.regions, reference.regions, strict=True):
+        assert a.box == pytest.approx(b.box)
+        # The port emulates SSCD's int8 rounding: cosine with ONNX Runtime's >= 0.9988 over 134 corpus inputs.
+        assert float(a.embedding @ b.embedding) > 0.995
+    assert len(ported.faces) == len(reference.faces) >= 1
+    for a, b in zip(ported.faces, reference.faces, strict=True):
+        assert a.box == b.box and a.age_mean is not None
+        assert a.age_mean == pytest.approx(b.age_mean, abs=0.01)
+        assert a.gender_p_female == pytest.approx(b.gender_p_female, abs=1e-3)
