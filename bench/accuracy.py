@@ -27,7 +27,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
@@ -111,6 +111,18 @@ def transformed(name: str, image: Image.Image, seed: int) -> Image.Image:
     if "seed" in inspect.signature(function).parameters:
         return function(image, seed=seed)  # type: ignore[call-arg]
     return function(image)
+
+
+def true_query(entry: Entry, transform: str, seed: int) -> bytes:
+    """A copy of a reference as an uploader would post it: the transform, then JPEG q90."""
+    return encode(transformed(transform, load(CORPUS / entry.file), seed * 1_000_003 + entry.index), "JPEG", 90)
+
+
+def unrelated_query(path: Path, position: int, seed: int) -> tuple[str, bytes]:
+    """An image that copies no reference, under one uploader transform picked by its position (crawled pictures
+    are re-encoded, cropped and captioned whether or not they are anyone's)."""
+    name = sorted(TRANSFORMS)[random.Random(f"unrelated-{seed}-{position}").randrange(len(TRANSFORMS))]
+    return name, encode(transformed(name, load(path), seed * 1_000_003 + 500_000 + position), "JPEG", 90)
 
 
 # -- brute-force scores -----------------------------------------------------------------------------------------

@@ -98,6 +98,33 @@ def paste_small(image: Image.Image, area: float = 0.25, seed: int = 0,
     return canvas
 
 
+def rotate(image: Image.Image, degrees: float = 6.0, seed: int = 0) -> Image.Image:
+    """A few degrees either way, the corners filled black, as a re-photographed or straightened upload."""
+    angle = degrees if random.Random(seed).random() < 0.5 else -degrees
+    return image.rotate(angle, resample=Image.BICUBIC, expand=True, fillcolor=(0, 0, 0))
+
+
+def stretch(image: Image.Image, factor: float = 1.3) -> Image.Image:
+    """One side scaled more than the other (a wrong aspect ratio)."""
+    return image.resize((round(image.width * factor), image.height), Image.LANCZOS)
+
+
+def screenshot(image: Image.Image, seed: int = 0) -> Image.Image:
+    """The picture inside a screenshot of a synthetic chat, board or profile page (bench.screens), at about half
+    the screen's width: a copy shared in a messenger and screenshotted."""
+    from bench.screens import screen
+
+    _, page = screen(7_000_000 + seed)  # a seed range of its own, apart from filler and unrelated screens
+    rng = random.Random(seed)
+    side = rng.uniform(0.5, 0.8) * page.width
+    scale = min(side / image.width, 0.6 * page.height / image.height)
+    picture = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+    top = rng.randint(page.height // 8, max(page.height // 8, page.height - picture.height - page.height // 10))
+    left = rng.randint(0, max(0, page.width - picture.width))
+    page.paste(picture, (left, top))
+    return page
+
+
 TRANSFORMS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "resize": resize,
     "jpeg_q30": jpeg,
@@ -108,4 +135,7 @@ TRANSFORMS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "colour": colour,
     "border": border,
     "paste_25": paste_small,
+    "rotate": rotate,
+    "stretch": stretch,
+    "screenshot": screenshot,
 }

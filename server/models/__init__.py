@@ -29,6 +29,7 @@ MODEL_CLASSES: dict[str, str] = {
     "face_embed": "server.models.face_embed:FaceEmbedModel",
     "age_head": "server.models.age_head:AgeHeadModel",
     "ocr": "server.models.ocr:OcrModel",
+    "local_features": "server.models.local_features:LocalFeaturesModel",
 }
 
 
