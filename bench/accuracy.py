@@ -220,8 +220,7 @@ def run(entries: list[Entry], transforms: list[str], seed: int) -> Run:
         for transform in transforms:
             for position, entry in enumerate(entries):
                 item_started = time.perf_counter()
-                image = transformed(transform, load(CORPUS / entry.file), seed * 1_000_003 + entry.index)
-                features = inference.media_features(encode(image, "JPEG", 90), MATCH_FAMILIES)
+                features = inference.media_features(true_query(entry, transform, seed), MATCH_FAMILIES)
                 queries = {n: s.query_vectors(features, match) for n, s in SIGNALS.items()}
                 results = match_library(library, queries, radius, lambda _owner: thresholds, features, match)
                 matched: dict[str, dict[int, float]] = {n: {} for n in SIGNALS}
