@@ -21,7 +21,6 @@ from server.config import Settings
 from server.features import MediaFeatures
 
 ROOT = Path(__file__).resolve().parents[1] / "var" / "bench-cache"
-Job = tuple[str, Callable[[], bytes]]  # (name, a function giving the image bytes)
 
 
 def fingerprint(settings: Settings, families: frozenset[str]) -> str:

@@ -10,7 +10,7 @@ textures, game renders, level screenshots: `../shared/corpus/build_filler.py` fe
 Three roles, split by source package and by seed range so that no image, and no near-copy from the same package,
 serves two of them:
 - **filler**: references that no query copies;
-- **background**: the images whose regions make the background bank of score normalisation (`bench.background`);
+- **background**: the images whose regions are to make the background bank of score normalisation;
 - **unrelated**: queries that copy no reference, each under one uploader transform like a crawled picture.
 """
 
