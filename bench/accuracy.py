@@ -1,6 +1,7 @@
 """Recall and precision of the matcher on the dev corpus, run exactly as the service runs it (no gRPC, no DB).
 
     .venv/bin/python -m bench.accuracy [--limit N] [--transforms a,b] [--seed S] [--out report.md]
+    .venv/bin/python -m bench.accuracy --filler dev,1000,5000,all [--refit]   # precision at scale: bench.precision
 
 References are corpus images (their original bytes); queries are each reference under each transform of
 `bench.transforms.TRANSFORMS`, re-encoded as JPEG q90 like an upload. Both go through `media_features` with the
@@ -520,7 +521,18 @@ def main() -> None:
     parser.add_argument("--transforms", default=",".join(TRANSFORMS), help="comma-separated names")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the report to this file")
+    parser.add_argument("--filler", default=None, metavar="SIZES",
+                        help="precision as references grow (bench.precision): comma-separated filler counts, "
+                             "'dev' for none and 'all' for the whole precision set, e.g. dev,1000,5000,all")
+    parser.add_argument("--refit", action="store_true",
+                        help="with --filler: fit the calibration again first (server/data/calibration_sscd.npz)")
+    parser.add_argument("--workers", type=int, default=2, help="with --filler: feature extraction processes")
     args = parser.parse_args()
+    if args.filler:
+        from bench.precision import main as precision_main
+
+        precision_main(args.filler, args.seed, args.workers, args.out, args.refit)
+        return
     transforms = [t.strip() for t in args.transforms.split(",") if t.strip()]
     unknown = set(transforms) - set(TRANSFORMS)
     if unknown:

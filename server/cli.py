@@ -44,6 +44,7 @@ def summarise(features: MediaFeatures) -> dict[str, Any]:
                     for face in f.faces
                 ],
                 "ocr": f.ocr_text,
+                "keypoints": None if f.local is None else len(f.local),
             }
             for f in features.frames
         ],

@@ -75,6 +75,12 @@ class MatchSettings:
     benign_embedding_min_similarity: float = 0.85  # near copies of negative-bank media (whole frames)
     segment_max_gap_s: float = 5.0  # video: matched frames further apart than this start a new segment
     segment_offset_tolerance_s: float = 2.0  # how far target-minus-query time may drift within one segment
+    # Precision at scale (server.calibration): the thresholds above are then the floor a hit must pass first
+    calibrated: bool = True  # False: the fixed thresholds alone, no normalisation, verification or confidence
+    false_matches_per_query: float = 0.001  # expected false matches per query a score alone may bring
+    verify_up_to: float = 0.5  # expected false matches up to which a geometrically verified match is kept
+    face_up_to: float = 0.05  # faces are not verified by geometry: kept up to this, as weaker evidence
+    calibration_path: str = ""  # the calibration file ("": the packaged server/data/calibration_sscd.npz)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ FAMILY_OUTPUTS: dict[str, tuple[str, ...]] = {
     "faces": ("face_boxes", "face_scores", "face_landmarks", "face_frame", "face_embeddings"),
     "age": ("face_boxes", "face_frame", "age_mean", "age_std", "age_p_under19", "gender_p_female"),
     "ocr": ("ocr_text",),
+    "local": ("local_keypoints", "local_descriptors", "local_frame", "local_mirrored"),
 }
 ALL_FAMILIES = frozenset(FAMILY_OUTPUTS)
 MEDIA_OUTPUTS = ("timestamps", "scene_cut", "frame_size", "duration_s")
@@ -48,6 +49,22 @@ class Face:
 
 
 @dataclass(frozen=True)
+class LocalFeatures:
+    """ORB keypoints of one frame (`server.models.local_features`), for geometric verification."""
+
+    keypoints: np.ndarray  # [P, 4] float32: x, y, size, response in units of the frame scaled to 640 px
+    descriptors: np.ndarray  # [P, 32] uint8
+    mirrored: np.ndarray  # [P] bool: found on the mirrored frame (x counts from the mirrored frame's left)
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    def side(self, mirrored: bool) -> LocalFeatures:
+        keep = self.mirrored == mirrored
+        return LocalFeatures(self.keypoints[keep], self.descriptors[keep], self.mirrored[keep])
+
+
+@dataclass(frozen=True)
 class FrameFeatures:
     index: int
     timestamp: float
@@ -58,6 +75,7 @@ class FrameFeatures:
     regions: list[Region] = field(default_factory=list)  # regions[0]: the trimmed whole frame (flat regions dropped)
     faces: list[Face] = field(default_factory=list)
     ocr_text: str | None = None
+    local: LocalFeatures | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,12 @@ def assemble(tensors: dict[str, np.ndarray], timestamps: np.ndarray | None = Non
             )
             for k in _rows(tensors, "face_frame", i)
         ]
+        local = None
+        if "local_frame" in tensors:
+            rows = _rows(tensors, "local_frame", i)
+            local = LocalFeatures(tensors["local_keypoints"][rows].astype(np.float32),
+                                  tensors["local_descriptors"][rows].astype(np.uint8),
+                                  tensors["local_mirrored"][rows].astype(bool))
         frames.append(
             FrameFeatures(
                 index=i,
@@ -116,6 +140,7 @@ def assemble(tensors: dict[str, np.ndarray], timestamps: np.ndarray | None = Non
                 regions=regions,
                 faces=faces,
                 ocr_text=bytes(tensors["ocr_text"][i]).decode("utf-8") if "ocr_text" in tensors else None,
+                local=local,
             )
         )
     size = tensors.get("frame_size")

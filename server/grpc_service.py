@@ -178,8 +178,18 @@ def match_message(match: TargetMatch) -> pb.Match:
         threshold=r.threshold, query_segment=pb.Segment(start_s=r.query_segment[0], end_s=r.query_segment[1]),
         target_segment=pb.Segment(start_s=r.target_segment[0], end_s=r.target_segment[1]),
         matched_frames=r.matched_frames, query_box=_box(r.query_box), faces=[face_message(f) for f in r.faces],
-        under_19=r.under_19,
+        under_19=r.under_19, confidence=confidence_message(match),
     )
+
+
+def confidence_message(match: TargetMatch) -> pb.Confidence | None:
+    r = match.result
+    if r.p_false is None:
+        return None
+    return pb.Confidence(
+        p_false=r.p_false, expected_false_matches=r.expected_false or 0.0,
+        verification=pb.VERIFICATION_VERIFIED if r.verification == "verified" else pb.VERIFICATION_NOT_NEEDED,
+        face_only=match.face_only, normalised_score=r.normalised if r.normalised is not None else 0.0)
 
 
 def outcome_message(outcome: MatchOutcome) -> pb.MatchResponse:

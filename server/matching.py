@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
+from server.calibration import Calibration, p_false
 from server.config import MatchSettings
 from server.features import MediaFeatures
 from server.signals import SIGNALS, Hits, SignalVectors
 from server.signals.face import face_box_fraction
+from server.verify import Outcome, Verdict
 
 MAX_SEGMENTS_PER_TARGET = 8  # per (owner, signal); more would be noise from look-alike scenes
 MAX_FACES_PER_MATCH = 16
@@ -69,10 +71,54 @@ class MatchResult:
     matched_frames: int
     query_box: tuple[float, float, float, float]
     faces: tuple[FaceReport, ...]
+    query_frame: int = -1  # the query frame of the best hit, and its time in the target: what verification checks
+    target_time: float = 0.0
+    normalised: float | None = None  # the best hit's score less its query row's background offset (embeddings)
+    expected_false: float | None = None  # false matches a score like this brings per query, at this library's size
+    verification: str = ""  # server.verify.Outcome, or "" where it did not run
+    p_false: float | None = None  # calibrated probability that the match is false; None without a calibration
 
     @property
     def under_19(self) -> bool:
         return any(face.under_19 for face in self.faces)
+
+
+Verifier = Callable[[MatchResult], Verdict]
+
+
+@dataclass(frozen=True)
+class Assessor:
+    """Turns a library's matches into calibrated ones (`server.calibration`): keeps those whose expected false
+    matches per query are low enough, or low enough and geometrically verified, and gives each its p_false."""
+
+    calibration: Calibration
+    references: int  # how many owners the library holds: the chances an unrelated query has
+    settings: MatchSettings
+    verifier: Verifier | None = None
+
+    def offsets(self, queries: dict[str, SignalVectors]) -> dict[str, np.ndarray]:
+        embedding = queries.get("embedding")
+        return {} if embedding is None else {"embedding": self.calibration.offsets(embedding.vectors)}
+
+    def __call__(self, results: list[MatchResult]) -> list[MatchResult]:
+        kept = []
+        for result in results:
+            score = result.normalised if result.normalised is not None else result.score
+            expected = self.calibration.expected_false(result.signal, score, max(self.references, 1))
+            verdict = ""
+            if result.signal == "face":  # not verified by geometry: another photo of the same person is a match
+                if expected > self.settings.face_up_to:
+                    continue
+            elif expected > self.settings.false_matches_per_query:
+                if expected > self.settings.verify_up_to or self.verifier is None:
+                    continue
+                outcome = self.verifier(result).outcome
+                verdict = str(outcome)
+                if outcome is not Outcome.VERIFIED:
+                    continue
+                expected *= self.calibration.verify_false_pass
+            kept.append(replace(result, expected_false=expected, verification=verdict, p_false=p_false(expected)))
+        return kept
 
 
 def face_reports(features: MediaFeatures, settings: MatchSettings, frames: set[int] | None = None,
@@ -126,19 +172,22 @@ def match_library(library: Searchable, queries: dict[str, SignalVectors], radius
                   thresholds_of: Callable[[int], Thresholds], features: MediaFeatures | None,
                   settings: MatchSettings, excluded_frames: set[int] | frozenset[int] = frozenset(),
                   case_excluded: Mapping[str, set[int]] | None = None, case_of: Callable[[int], str] | None = None,
-                  ) -> list[MatchResult]:
+                  assess: Assessor | None = None) -> list[MatchResult]:
     """Search a library within `radius` and decide matches: the one path the service and the benchmarks use.
 
     `excluded_frames` are skipped for every owner; `case_excluded` adds frames skipped only for the owners of one
-    case (`case_of` names an owner's case): the per-case negative bank."""
+    case (`case_of` names an owner's case): the per-case negative bank. With `assess`, the hits that pass the
+    thresholds are candidates, and `assess` keeps the calibrated ones (the thresholds are then a floor)."""
     hits = library.search(queries, radius, settings)
-    results = decide(queries, hits, library.target_times, thresholds_of, features, settings, excluded_frames)
-    if not case_excluded:
-        return results
-    if case_of is None:
-        raise ValueError("case_excluded needs case_of")
-    return redecide_cases(results, queries, hits, library.target_times, thresholds_of, features, settings,
-                          excluded_frames, case_excluded, case_of)
+    offsets = assess.offsets(queries) if assess is not None else {}
+    results = decide(queries, hits, library.target_times, thresholds_of, features, settings, excluded_frames,
+                     offsets)
+    if case_excluded:
+        if case_of is None:
+            raise ValueError("case_excluded needs case_of")
+        results = redecide_cases(results, queries, hits, library.target_times, thresholds_of, features, settings,
+                                 excluded_frames, case_excluded, case_of, offsets)
+    return assess(results) if assess is not None else results
 
 
 def redecide_cases(
@@ -152,6 +201,7 @@ def redecide_cases(
     excluded_frames: set[int] | frozenset[int],
     case_excluded: Mapping[str, set[int]],
     case_of: Callable[[int], str],
+    offsets: Mapping[str, np.ndarray] | None = None,
 ) -> list[MatchResult]:
     """Replace, in `results` (decided with `excluded_frames`), the matches of each case in `case_excluded`: those
     are decided again over the same hits, restricted to the case's owners, with the case's frames excluded too.
@@ -166,7 +216,8 @@ def redecide_cases(
         for name, found in hits.items():
             mask = np.fromiter((case_of(o) == case for o in found.owners.tolist()), bool, len(found))
             own[name] = Hits(found.query_rows[mask], found.owners[mask], found.locals[mask], found.scores[mask])
-        kept += decide(queries, own, target_times, thresholds_of, features, settings, excluded_frames | frames)
+        kept += decide(queries, own, target_times, thresholds_of, features, settings, excluded_frames | frames,
+                       offsets)
     kept.sort(key=_result_order)
     return kept
 
@@ -179,8 +230,12 @@ def decide(
     features: MediaFeatures | None,
     settings: MatchSettings,
     excluded_frames: set[int] | frozenset[int] = frozenset(),
+    offsets: Mapping[str, np.ndarray] | None = None,
 ) -> list[MatchResult]:
-    """Matches from one search: hits passing their owner's thresholds, grouped into segments per target."""
+    """Matches from one search: hits passing their owner's thresholds, grouped into segments per target.
+
+    `offsets` (per signal, per query row) are subtracted from scores to rank the hits of a segment and give
+    `MatchResult.normalised`; the thresholds apply to the raw scores."""
     results: list[MatchResult] = []
     for name, found in hits.items():
         signal = SIGNALS[name]
@@ -188,6 +243,8 @@ def decide(
         if not len(found):
             continue
         times = target_times(name, found.owners, found.locals)
+        offset = (offsets or {}).get(name)
+        ranked = found.scores - offset[found.query_rows] if offset is not None else found.scores
         by_owner: dict[int, list[int]] = defaultdict(list)
         for i, owner in enumerate(found.owners.tolist()):
             frame = int(query.frames[found.query_rows[i]])
@@ -199,7 +256,7 @@ def decide(
             picked = np.array(rows)
             query_rows = found.query_rows[picked]
             for segment in segments(
-                query.timestamps[query_rows], times[picked], found.scores[picked], query.frames[query_rows],
+                query.timestamps[query_rows], times[picked], ranked[picked], query.frames[query_rows],
                 signal.lower_is_closer, settings,
             ):
                 best = picked[segment.best]
@@ -212,6 +269,9 @@ def decide(
                     matched_frames=len(matched),
                     query_box=tuple(float(v) for v in query.boxes[found.query_rows[best]]),  # type: ignore[arg-type]
                     faces=tuple(faces),
+                    query_frame=int(query.frames[found.query_rows[best]]),
+                    target_time=float(times[best]),
+                    normalised=float(ranked[best]) if offset is not None else None,
                 ))
     results.sort(key=_result_order)
     return results

@@ -13,28 +13,40 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from server.calibration import Calibration, calibration_for, embedding_space
 from server.config import Settings
 from server.errors import DeadlineExceeded, InferenceUnavailable, InvalidInput, NotFound
 from server.features import MediaFeatures
 from server.inference import Inference
 from server.library import IndexStat, Library
-from server.matching import FaceReport, MatchResult, Thresholds, benign_frames_by_case, face_reports, match_library
+from server.matching import (
+    Assessor,
+    FaceReport,
+    MatchResult,
+    Thresholds,
+    Verifier,
+    benign_frames_by_case,
+    face_reports,
+    match_library,
+)
 from server.media import IMAGE_FORMATS, decode_media, sniff_format
 from server.models.pdq import hex_to_hash
 from server.signals import SIGNALS, SignalVectors, whole_frames
 from server.signals.pdq import hashes_only_vectors
-from server.store import MatchRecord, MediaSummary, Principal, SourceRecord, Store
+from server.store import MatchRecord, MediaSummary, Principal, SourceRecord, Store, StoredLocal
+from server.verify import Outcome, Verdict, local_size, verify
 
 log = logging.getLogger(__name__)
 
-MATCH_FAMILIES = frozenset({"pdq", "embedding", "faces", "age"})
-REFERENCE_FAMILIES = frozenset({"pdq", "embedding", "faces"})
+MATCH_FAMILIES = frozenset({"pdq", "embedding", "faces", "age", "local"})
+REFERENCE_FAMILIES = frozenset({"pdq", "embedding", "faces", "local"})
+LOCAL_FRAMES_STORED = 32  # frames of a stored item whose keypoints are kept for verification, spread evenly
 MAX_HASHES = 1000  # per hash-only reference
 BENIGN_SIGNALS = ("pdq", "embedding")  # the negative bank holds whole frames: near copies, not faces
 Excluded = dict[str | None, set[int]]  # query frames in the negative bank, by the case it applies to (None: every)
@@ -49,6 +61,15 @@ class TargetMatch:
     case_id: str = ""
     sighting_id: int = 0
     source: SourceRecord | None = None
+    face_only: bool = False  # its target matched on faces alone: weaker evidence than the picture itself
+
+
+def with_face_only(matches: list[TargetMatch]) -> list[TargetMatch]:
+    """Mark the matches of targets that matched on no signal but faces."""
+    signals: dict[tuple[int, int], set[str]] = {}
+    for m in matches:
+        signals.setdefault((m.reference_id, m.sighting_id), set()).add(m.result.signal)
+    return [replace(m, face_only=signals[(m.reference_id, m.sighting_id)] == {"face"}) for m in matches]
 
 
 @dataclass
@@ -98,6 +119,12 @@ class MatchingService:
         # only oversubscribe the cores.
         self._work_slots = threading.BoundedSemaphore(settings.service.max_workers)
         self._snapshot_lock = threading.Lock()
+        models = settings.models
+        self.calibration: Calibration | None = None
+        if settings.match.calibrated:
+            self.calibration = calibration_for(
+                embedding_space(models.embed_model, models.embed_size, models.region_grid),
+                settings.match.calibration_path)
         self._stop = threading.Event()
         self._snapshotter: threading.Thread | None = None
         self.started_at = time.monotonic()
@@ -205,6 +232,25 @@ class MatchingService:
         return features, MediaSummary(kind="frames", sha256=digest, width=width, height=height,
                                       duration_s=float(times.max() - times.min()), frames=len(frames))
 
+    def _assessor(self, library: str, features: MediaFeatures | None) -> Assessor | None:
+        """Calibration of one search's matches against `library`, verifying with the stored keypoints."""
+        if self.calibration is None:
+            return None
+        verifier = self._verifier(library, features) if features is not None else None
+        return Assessor(self.calibration, len(self.libraries[library]), self.match_settings, verifier)
+
+    def _verifier(self, library: str, features: MediaFeatures) -> Verifier:
+        size = local_size(features.frame_size)
+
+        def check(result: MatchResult) -> Verdict:
+            frame = features.frames[result.query_frame] if 0 <= result.query_frame < len(features.frames) else None
+            stored = self.store.local_features(library, result.owner)  # type: ignore[arg-type]
+            if frame is None or frame.local is None or not stored:
+                return Verdict(Outcome.UNVERIFIABLE)
+            target = min(stored, key=lambda s: abs(s.timestamp - result.target_time))
+            return verify(frame.local, size, target.local, target.size, result.query_box)
+        return check
+
     def _vectors(self, features: MediaFeatures, query: bool) -> dict[str, SignalVectors]:
         return {
             name: (signal.query_vectors if query else signal.reference_vectors)(features, self.match_settings)
@@ -244,18 +290,19 @@ class MatchingService:
         results = match_library(self.libraries["references"], queries, self._search_radius(),
                                 self._reference_thresholds, features, self.match_settings,
                                 excluded.get(None, set()), by_case,
-                                lambda owner: self._reference_cases.get(owner, ""))
-        return [TargetMatch(r, reference_id=r.owner, case_id=self._reference_cases.get(r.owner, ""))
-                for r in results if r.owner not in skip_owners and r.owner in self._reference_cases]
+                                lambda owner: self._reference_cases.get(owner, ""),
+                                self._assessor("references", features))
+        return with_face_only([TargetMatch(r, reference_id=r.owner, case_id=self._reference_cases.get(r.owner, ""))
+                               for r in results if r.owner not in skip_owners and r.owner in self._reference_cases])
 
     def _match_sightings(self, queries: dict[str, SignalVectors], features: MediaFeatures | None,
                          thresholds: Thresholds, excluded: set[int] = frozenset()) -> list[TargetMatch]:
         radius = {n: thresholds.of(n) for n in SIGNALS}
         results = match_library(self.libraries["sightings"], queries, radius, lambda _owner: thresholds, features,
-                                self.match_settings, excluded)
+                                self.match_settings, excluded, assess=self._assessor("sightings", features))
         sources = self.store.sighting_sources({r.owner for r in results}) if results else {}
-        return [TargetMatch(r, sighting_id=r.owner, source=sources.get(r.owner)) for r in results
-                if r.owner in sources]
+        return with_face_only([TargetMatch(r, sighting_id=r.owner, source=sources.get(r.owner)) for r in results
+                               if r.owner in sources])
 
     @contextlib.contextmanager
     def _working(self, deadline: float | None) -> Iterator[None]:
@@ -307,7 +354,8 @@ class MatchingService:
         if source is not None:
             check_deadline(deadline, "recording the sighting")
             stored = self._vectors(features, query=False)
-            sighting_id, created = self.store.add_sighting(who, source, media, stored, len(outcome.youth_faces))
+            sighting_id, created = self.store.add_sighting(who, source, media, stored, len(outcome.youth_faces),
+                                                           stored_local(features))
             if created:
                 self.libraries["sightings"].add(sighting_id, stored)
             outcome.sighting_id = sighting_id
@@ -350,7 +398,8 @@ class MatchingService:
             raise InvalidInput("nothing matchable in this media (no PDQ hash of sufficient quality, no regions)")
         check_deadline(deadline, "committing the reference")
         with self._write_lock:
-            reference_id, created = self.store.add_reference(who, case_id, media, stored)
+            local = stored_local(features) if features is not None else []
+            reference_id, created = self.store.add_reference(who, case_id, media, stored, local)
             if created:
                 self._case_thresholds.setdefault(case_id, self.defaults)
                 self._reference_cases[reference_id] = case_id
@@ -433,6 +482,15 @@ class MatchingService:
         return self.store.counts(), [s for library in self.libraries.values() for s in library.stats()]
 
 
+def stored_local(features: MediaFeatures) -> list[StoredLocal]:
+    """The keypoints to keep of an item: at most LOCAL_FRAMES_STORED frames, spread over it."""
+    frames = [f for f in features.frames if f.local is not None and len(f.local)]
+    if len(frames) > LOCAL_FRAMES_STORED:
+        frames = [frames[i] for i in np.linspace(0, len(frames) - 1, LOCAL_FRAMES_STORED).round().astype(int)]
+    size = local_size(features.frame_size)
+    return [StoredLocal(f.index, f.timestamp, size, f.local) for f in frames if f.local is not None]
+
+
 def _parse_hashes(texts: list[str]) -> list[bytes]:
     if not texts:
         raise InvalidInput("no PDQ hashes")
@@ -452,10 +510,14 @@ def _record(match: TargetMatch, *, found_by: str, reference_id: int = 0, sightin
     r = match.result
     faces = [{"t": f.timestamp, "age": round(f.age_mean, 1), "age_std": round(f.age_std, 1),
               "p_under19": round(f.p_under19, 3), "under_19": f.under_19} for f in r.faces]
+    confidence = {"p_false": r.p_false, "expected_false": r.expected_false, "verification": r.verification,
+                  "face_only": match.face_only}
     if found_by == "match":  # the query is the sighting, the target a reference
         return MatchRecord(match.reference_id, r.signal, r.score, r.threshold, r.target_segment, r.query_segment,
-                           r.matched_frames, r.under_19, faces, "match", sighting_id=sighting_id)
+                           r.matched_frames, r.under_19, faces, "match", sighting_id=sighting_id,
+                           **confidence)
     # retro-hunt: the query is the new reference, the target a sighting or another case's reference
     return MatchRecord(reference_id, r.signal, r.score, r.threshold, r.query_segment, r.target_segment,
                        r.matched_frames, r.under_19, faces, "retro_hunt",
-                       sighting_id=match.sighting_id or None, other_reference_id=match.reference_id or None)
+                       sighting_id=match.sighting_id or None, other_reference_id=match.reference_id or None,
+                       **confidence)

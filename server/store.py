@@ -7,6 +7,7 @@ leaves either all of it or none of it.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from server import chain
+from server.features import LocalFeatures
 from server.signals import SignalVectors
 
 ROLES = ("crawler", "case_system", "officer", "admin")
@@ -28,6 +30,10 @@ _VECTOR_TABLES: dict[str, tuple[str, str, str]] = {
     "references": ("reference_vectors", "reference_id", "reference_media"),
     "sightings": ("sighting_vectors", "sighting_id", "sightings"),
     "benign": ("benign_vectors", "benign_id", "benign_media"),
+}
+_LOCAL_TABLES: dict[str, tuple[str, str]] = {
+    "references": ("reference_local_features", "reference_id"),
+    "sightings": ("sighting_local_features", "sighting_id"),
 }
 LOAD_BATCH = 500
 
@@ -75,6 +81,20 @@ class MatchRecord:
     found_by: Literal["match", "retro_hunt"]
     sighting_id: int | None = None
     other_reference_id: int | None = None
+    p_false: float | None = None
+    expected_false: float | None = None
+    verification: str = ""
+    face_only: bool = False
+
+
+@dataclass(frozen=True)
+class StoredLocal:
+    """ORB keypoints of one stored frame (`server.verify`), with its time and size in keypoint units."""
+
+    frame: int
+    timestamp: float
+    size: tuple[float, float]
+    local: LocalFeatures
 
 
 class Forgotten(NamedTuple):
@@ -139,7 +159,7 @@ class Store:
         return (row[0], MediaSummary(row[1], bytes(row[2]), *row[3:])) if row else None
 
     def add_reference(self, who: Principal, case_id: str, media: MediaSummary,
-                      vectors: dict[str, SignalVectors]) -> tuple[int, bool]:
+                      vectors: dict[str, SignalVectors], local: Iterable[StoredLocal] = ()) -> tuple[int, bool]:
         """Insert a reference and its vectors in one transaction; (id, created). Same bytes, same case: the
         existing id (a retried call must not make a second reference)."""
         with self.pool.connection() as conn:
@@ -158,6 +178,7 @@ class Store:
                 return existing[0], False
             reference_id = row[0]
             _insert_vectors(conn, "references", reference_id, vectors)
+            _insert_local(conn, "references", reference_id, local)
             audit(conn, who, "RegisterReference", f"reference:{reference_id}",
                   {"case": case_id, "kind": media.kind, "frames": media.frames})
         return reference_id, True
@@ -197,7 +218,8 @@ class Store:
     # -- sightings and the negative bank -----------------------------------------------------------------------
 
     def add_sighting(self, who: Principal, source: SourceRecord, media: MediaSummary,
-                     vectors: dict[str, SignalVectors], youth_faces: int) -> tuple[int, bool]:
+                     vectors: dict[str, SignalVectors], youth_faces: int, local: Iterable[StoredLocal] = ()
+                     ) -> tuple[int, bool]:
         """Record crawled media; (id, created). The same bytes at the same URL again (a re-crawl) updates the
         existing sighting's time instead of storing its vectors twice."""
         with self.pool.connection() as conn:
@@ -217,6 +239,7 @@ class Store:
                  media.width, media.height, media.duration_s, media.frames, youth_faces, who.name),
             ).fetchone()[0]
             _insert_vectors(conn, "sightings", sighting_id, vectors)
+            _insert_local(conn, "sightings", sighting_id, local)
             audit(conn, who, "RecordSighting", f"sighting:{sighting_id}", {"kind": media.kind})
         return sighting_id, True
 
@@ -267,11 +290,13 @@ class Store:
                 conn.execute(
                     "insert into matches (reference_id, sighting_id, other_reference_id, signal, score, threshold,"
                     " reference_start_s, reference_end_s, other_start_s, other_end_s, matched_frames, under_19,"
-                    " faces, found_by) select %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+                    " faces, found_by, p_false, expected_false, verification, face_only)"
+                    " select %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
                     " where exists (select 1 from reference_media where id = %s)",
                     (m.reference_id, m.sighting_id, m.other_reference_id, m.signal, m.score, m.threshold,
                      *m.reference_segment, *m.other_segment, m.matched_frames, m.under_19, Jsonb(m.faces),
-                     m.found_by, m.reference_id),
+                     m.found_by, m.p_false, _finite(m.expected_false), m.verification, m.face_only,
+                     m.reference_id),
                 )
             audit(conn, who, action, target, {"matches": len(records)})
 
@@ -288,6 +313,20 @@ class Store:
         return dict(zip(("cases", "references", "sightings", "matches", "benign"), row, strict=True))
 
     # -- index rebuilds -----------------------------------------------------------------------------------------
+
+    def local_features(self, collection: Collection, owner: int) -> list[StoredLocal]:
+        """The stored keypoints of one reference or sighting, by frame."""
+        table, column = _LOCAL_TABLES[collection]
+        with self.pool.connection() as conn:
+            rows = conn.execute(f"select frame, timestamp_s, width, height, keypoints, descriptors from {table}"
+                                f" where {column} = %s order by frame", (owner,)).fetchall()
+        out = []
+        for frame, timestamp, width, height, keypoints, descriptors in rows:
+            points = np.frombuffer(keypoints, np.float32).reshape(-1, 4)
+            described = np.frombuffer(descriptors, np.uint8).reshape(-1, 32)
+            out.append(StoredLocal(frame, timestamp, (width, height),
+                                   LocalFeatures(points, described, np.zeros(len(points), bool))))
+        return out
 
     def owner_ids(self, collection: Collection) -> set[int]:
         _, _, owners = _VECTOR_TABLES[collection]
@@ -328,6 +367,22 @@ def _insert_vectors(conn: Connection, collection: Collection, owner: int, vector
              np.ascontiguousarray(rows.vectors).tobytes(), rows.timestamps.astype(np.float32).tobytes(),
              rows.boxes.astype(np.float32).tobytes(), rows.frames.astype(np.int32).tobytes()),
         )
+
+
+def _insert_local(conn: Connection, collection: Collection, owner: int, frames: Iterable[StoredLocal]) -> None:
+    table, column = _LOCAL_TABLES[collection]
+    for stored in frames:
+        unmirrored = stored.local.side(False)
+        conn.execute(
+            f"insert into {table} ({column}, frame, timestamp_s, width, height, keypoints, descriptors)"
+            " values (%s, %s, %s, %s, %s, %s, %s)",
+            (owner, stored.frame, stored.timestamp, *stored.size,
+             np.ascontiguousarray(unmirrored.keypoints, np.float32).tobytes(),
+             np.ascontiguousarray(unmirrored.descriptors, np.uint8).tobytes()))
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
 
 
 def audit(conn: Connection, who: Principal, action: str, target: str, detail: dict[str, Any]) -> None:

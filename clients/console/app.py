@@ -66,6 +66,7 @@ from clients.notices.drafts import (
     resolve_sending,
     withdrawal_blocked_by,
 )
+from server.calibration import odds
 from server.config import Settings
 from server.store import Principal, Store
 
@@ -186,7 +187,7 @@ def create_app(console: Console) -> Flask:
         text = messages[g.get("lang", "ko")].get(key, key)
         return text.format(**values) if values else text
 
-    app.jinja_env.globals.update(t=t, kst=kst, clock=clock, hours_between=hours_between,
+    app.jinja_env.globals.update(t=t, kst=kst, clock=clock, hours_between=hours_between, confidence=odds,
                                  NOTICE_LANGUAGES=NOTICE_LANGUAGES, UI_LANGUAGES=UI_LANGUAGES)
 
     # -- sessions, CSRF, headers ---------------------------------------------------------------------------------
@@ -319,12 +320,16 @@ def create_app(console: Console) -> Flask:
         if show not in views.QUEUE_STATES:
             show = "open"
         page = max(0, request.args.get("page", 0, type=int))
+        order = request.args.get("order", "urgency")
+        if order not in views.QUEUE_ORDERS:
+            order = "urgency"
         with console.pool.connection() as conn:
             # Matches the worker has not picked up yet belong in the queue at once.
             enqueue_items(conn, console.vault)
-            items, total = views.queue(conn, views.QUEUE_STATES[show], limit=50, offset=page * 50)
+            items, total = views.queue(conn, views.QUEUE_STATES[show], limit=50, offset=page * 50, order=order)
             counts = views.queue_counts(conn)
-        return render_template("queue.html", items=items, total=total, show=show, page=page, counts=counts)
+        return render_template("queue.html", items=items, total=total, show=show, page=page, counts=counts,
+                               order=order, orders=list(views.QUEUE_ORDERS))
 
     @app.get("/items/<int:item_id>")
     def item(item_id: int) -> Any:

@@ -70,11 +70,13 @@ def _attach(conn: Connection, items: list[ItemView]) -> list[ItemView]:
         return items
     for row in conn.execute(
             "select e.id, m.signal, m.score, m.threshold, m.reference_id, m.reference_start_s, m.reference_end_s,"
-            " m.other_start_s, m.other_end_s, m.matched_frames, m.under_19, m.faces, m.found_by from evidence_items e"
+            " m.other_start_s, m.other_end_s, m.matched_frames, m.under_19, m.faces, m.found_by, m.p_false,"
+            " m.verification, m.face_only from evidence_items e"
             " join matches m on m.sighting_id = e.sighting_id and m.reference_id = e.reference_id"
-            " where e.id = any(%s) order by e.id, m.id", (list(by_id),)):
+            " where e.id = any(%s) order by e.id, m.face_only, m.p_false nulls last, m.id", (list(by_id),)):
         keys = ("signal", "score", "threshold", "reference_id", "reference_start_s", "reference_end_s",
-                "sighting_start_s", "sighting_end_s", "matched_frames", "under_19", "faces", "found_by")
+                "sighting_start_s", "sighting_end_s", "matched_frames", "under_19", "faces", "found_by", "p_false",
+                "verification", "face_only")
         by_id[row[0]].matches.append(dict(zip(keys, row[1:], strict=True)))
     for item_id, notice_id, reference, state in conn.execute(
             "select ni.item_id, n.id, n.reference, n.state from notice_items ni join notices n on n.id = ni.notice_id"
@@ -83,15 +85,28 @@ def _attach(conn: Connection, items: list[ItemView]) -> list[ItemView]:
     return items
 
 
+# An item's confidence: its best match's calibrated p_false; an item whose matches are all face-only comes after
+# every item matched on the picture itself (a face is weaker evidence), and uncalibrated matches come last.
+_CONFIDENCE = ("left join lateral (select min(m.p_false) as p_false, bool_and(m.face_only) as face_only"
+               " from matches m where m.sighting_id = e.sighting_id and m.reference_id = e.reference_id) c on true")
+QUEUE_ORDERS = {
+    "urgency": "e.priority desc, (e.review_state = 'escalated') desc, coalesce(c.face_only, false),"
+               " c.p_false nulls last, e.id",
+    "confidence": "coalesce(c.face_only, false), c.p_false nulls last, e.priority desc, e.id",
+    "oldest": "e.id",
+}
+
+
 def queue(conn: Connection, states: tuple[str, ...], *, limit: int = 50, offset: int = 0,
-          case_id: str | None = None) -> tuple[list[ItemView], int]:
-    """Items in the given review states, most urgent first: flagged under 19, then escalated, then oldest."""
+          case_id: str | None = None, order: str = "urgency") -> tuple[list[ItemView], int]:
+    """Items in the given review states. "urgency": flagged under 19, then escalated, then the surest match
+    first (`_CONFIDENCE`); "confidence": the surest first whatever the flags; "oldest": in arrival order."""
     where = "e.review_state = any(%s) and (%s::text is null or e.case_id = %s)"
     params = (list(states), case_id, case_id)
     total = conn.execute(f"select count(*) from evidence_items e where {where}", params).fetchone()[0]
     rows = conn.execute(
-        f"select {_ITEM_COLUMNS} from evidence_items e join sightings s on s.id = e.sighting_id where {where}"
-        " order by e.priority desc, (e.review_state = 'escalated') desc, e.id limit %s offset %s",
+        f"select {_ITEM_COLUMNS} from evidence_items e join sightings s on s.id = e.sighting_id {_CONFIDENCE}"
+        f" where {where} order by {QUEUE_ORDERS[order]} limit %s offset %s",
         (*params, limit, offset)).fetchall()
     return _attach(conn, [ItemView(*row) for row in rows]), int(total)
 

@@ -22,6 +22,7 @@ from PIL import Image as PILImage
 from PIL import ImageFilter
 
 from clients import KST
+from server.calibration import odds
 
 DEFAULT_FONT_DIR = Path("/usr/share/fonts/truetype/nanum")
 LANGUAGES = ("ko", "en")
@@ -51,6 +52,9 @@ class MatchExplanation:
     sighting_segment: tuple[float, float]  # seconds in the found video
     matched_frames: int
     faces: list[dict]  # each {"age": float|None, "age_std": float|None, "p_under19": float|None, "under_19": bool}
+    p_false: float | None = None  # calibrated chance that the match is false (server.calibration); None: unknown
+    verified: bool = False  # local features agreed under one affine map (server.verify)
+    face_only: bool = False  # the reference matched on faces alone
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,14 @@ _LABELS: dict[str, tuple[str, str]] = {
     "lower_is_closer": ("낮을수록 가까움", "lower is closer"),
     "higher_is_closer": ("높을수록 가까움", "higher is closer"),
     "match_reference": ("참조 #{reference}, 사건 {case}.", "Reference #{reference}, case {case}."),
+    "match_confidence": ("오탐 가능성 {p} (참조 수를 반영해 보정한 값).",
+                         "Chance that this match is false: {p} (calibrated for the number of references)."),
+    "match_uncalibrated": ("오탐 가능성: 보정 전 매칭으로 알 수 없음.", "Chance that this match is false: unknown "
+                           "(matched before calibration)."),
+    "match_verified": ("국소 특징이 하나의 기하 변환으로 일치함.",
+                       "Local features agree under one geometric transform."),
+    "match_face_only": ("얼굴만 일치: 같은 사람의 다른 사진일 수 있는 약한 증거.",
+                        "Face only: weaker evidence (it may be another picture of the same person)."),
     "match_segments": ("일치 위치: {reference}, {sighting}. 일치 프레임 {frames}개.",
                        "Where: {reference}, {sighting}; {frames} matched frames."),
     "reference_video": ("참조 영상 {segment}", "{segment} in the reference video"),
@@ -310,6 +322,10 @@ def _match_blocks(n: int, match: MatchExplanation, lang: str) -> list[_Block]:
             direction=_t("lower_is_closer" if lower_is_closer else "higher_is_closer", lang),
         ),
         _t("match_reference", lang, reference=match.reference_id, case=_clean(match.case_id, lang)),
+        _t("match_uncalibrated", lang) if match.p_false is None else _t("match_confidence", lang,
+                                                                         p=odds(match.p_false)),
+        *([_t("match_verified", lang)] if match.verified else []),
+        *([_t("match_face_only", lang)] if match.face_only else []),
         _t(
             "match_segments",
             lang,

@@ -112,11 +112,11 @@ def match_explanations(conn: Connection, sighting_id: int, reference_id: int | N
         return []
     rows = conn.execute(
         "select m.signal, m.score, m.threshold, m.reference_id, r.case_id, m.reference_start_s, m.reference_end_s,"
-        " m.other_start_s, m.other_end_s, m.matched_frames, m.faces from matches m"
-        " join reference_media r on r.id = m.reference_id where m.sighting_id = %s and m.reference_id = %s"
-        " order by m.id", (sighting_id, reference_id)).fetchall()
+        " m.other_start_s, m.other_end_s, m.matched_frames, m.faces, m.p_false, m.verification, m.face_only"
+        " from matches m join reference_media r on r.id = m.reference_id"
+        " where m.sighting_id = %s and m.reference_id = %s order by m.id", (sighting_id, reference_id)).fetchall()
     keys = ("signal", "score", "threshold", "reference_id", "case_id", "reference_start_s", "reference_end_s",
-            "sighting_start_s", "sighting_end_s", "matched_frames", "faces")
+            "sighting_start_s", "sighting_end_s", "matched_frames", "faces", "p_false", "verification", "face_only")
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
@@ -294,7 +294,8 @@ def report_items(conn: Connection, vault: Vault, item_ids: list[int]) -> list[Re
             signal=m["signal"], score=m["score"], threshold=m["threshold"], reference_id=m["reference_id"],
             case_id=m["case_id"], reference_segment=(m["reference_start_s"], m["reference_end_s"]),
             sighting_segment=(m["sighting_start_s"], m["sighting_end_s"]), matched_frames=m["matched_frames"],
-            faces=m["faces"]) for m in meta.get("matches", [])]
+            faces=m["faces"], p_false=m.get("p_false"), verified=m.get("verification") == "verified",
+            face_only=bool(m.get("face_only"))) for m in meta.get("matches", [])]
         posted = meta.get("posted_at")
         items.append(ReportItem(
             item_id=item_id, reason=reason, case_id=case_id, site=site, page_url=meta.get("page_url", ""),

@@ -3,9 +3,10 @@
 An embedding says two regions look alike; it cannot tell a copy from another drawing in the same style, or one
 app's screenshot from another with the same chrome. A copy, cropped, scaled, rotated or mirrored, keeps many small
 patches in the same arrangement; a look-alike does not. So every frame also gets ORB keypoints, for verifying a
-candidate by matching them and fitting one affine transform (issue 21: the verification step is not built yet).
-Known limit: ORB keeps the frame's strongest corners, and overlaid captions or UI text take most of them, so
-captioned copies and screenshots keep few keypoints on the picture itself.
+candidate by matching them and fitting one affine transform (`server.verify`).
+ORB's strongest corners crowd onto text: a caption bar or a page's UI would take most of them and leave the
+picture itself with few. So ORB finds three times as many as are kept, and they are kept spread over a grid of
+cells, the strongest of each cell first.
 
 Keypoints are in units of a frame scaled to `LOCAL_SIDE` on its long side, so the two frames of a pair are
 compared at one scale whatever their resolution, and aspect ratios stay true. Each frame is also described
@@ -24,12 +25,30 @@ from server.config import Settings
 
 LOCAL_SIDE = 640  # keypoint units: the frame scaled to this long side (also where ORB runs: cheap, and enough)
 ORB_EDGE = 15  # pixels at the border ORB leaves out (its patch would fall outside the frame)
-ORB_FEATURES = 500  # per frame and side: bounds the cost (about 8 ms a frame with 4 verifications here)
+ORB_FEATURES = 600  # kept per frame and side: bounds the cost of storing and matching them
+ORB_CANDIDATES = 3 * ORB_FEATURES  # found before the spread over the grid
+GRID = 6  # cells per side over which the kept keypoints are spread
+
+
+def spread(points: np.ndarray, width: int, height: int, count: int) -> np.ndarray:
+    """Indices of at most `count` keypoints taken round-robin over a GRID x GRID grid: every cell's strongest,
+    then every cell's second strongest, and so on."""
+    if len(points) <= count:
+        return np.arange(len(points))
+    column = np.minimum((points[:, 0] * GRID / max(width, 1)).astype(np.int64), GRID - 1)
+    row = np.minimum((points[:, 1] * GRID / max(height, 1)).astype(np.int64), GRID - 1)
+    cell = row * GRID + column
+    order = np.lexsort((-points[:, 3], cell))  # by cell, strongest first within a cell
+    ranked = cell[order]
+    starts = np.searchsorted(ranked, ranked, side="left")
+    rank_in_cell = np.arange(len(order)) - starts
+    chosen = order[np.lexsort((-points[order, 3], rank_in_cell))[:count]]
+    return np.sort(chosen)
 
 
 class LocalFeaturesModel:
     def __init__(self, settings: Settings) -> None:
-        self.orb = cv2.ORB_create(nfeatures=ORB_FEATURES, scaleFactor=1.2, nlevels=8, edgeThreshold=ORB_EDGE,
+        self.orb = cv2.ORB_create(nfeatures=ORB_CANDIDATES, scaleFactor=1.2, nlevels=8, edgeThreshold=ORB_EDGE,
                                   patchSize=31, fastThreshold=10)
 
     def describe(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -38,7 +57,8 @@ class LocalFeaturesModel:
         if descriptors is None or not keypoints:
             return np.zeros((0, 4), np.float32), np.zeros((0, 32), np.uint8)
         points = np.array([(k.pt[0], k.pt[1], k.size, k.response) for k in keypoints], np.float32)
-        return points, descriptors.astype(np.uint8)
+        keep = spread(points, grey.shape[1], grey.shape[0], ORB_FEATURES)
+        return points[keep], descriptors[keep].astype(np.uint8)
 
     def __call__(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         points, descriptors, owners, mirrored = [], [], [], []

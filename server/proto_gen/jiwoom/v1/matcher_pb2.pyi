@@ -22,6 +22,12 @@ class TargetKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TARGET_UNSPECIFIED: _ClassVar[TargetKind]
     TARGET_REFERENCE: _ClassVar[TargetKind]
     TARGET_SIGHTING: _ClassVar[TargetKind]
+
+class Verification(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERIFICATION_UNSPECIFIED: _ClassVar[Verification]
+    VERIFICATION_NOT_NEEDED: _ClassVar[Verification]
+    VERIFICATION_VERIFIED: _ClassVar[Verification]
 SIGNAL_UNSPECIFIED: Signal
 SIGNAL_PDQ: Signal
 SIGNAL_EMBEDDING: Signal
@@ -29,6 +35,9 @@ SIGNAL_FACE: Signal
 TARGET_UNSPECIFIED: TargetKind
 TARGET_REFERENCE: TargetKind
 TARGET_SIGHTING: TargetKind
+VERIFICATION_UNSPECIFIED: Verification
+VERIFICATION_NOT_NEEDED: Verification
+VERIFICATION_VERIFIED: Verification
 
 class Thresholds(_message.Message):
     __slots__ = ("pdq_max_distance", "embedding_min_similarity", "face_max_distance")
@@ -154,7 +163,7 @@ class FaceAge(_message.Message):
     def __init__(self, timestamp_s: _Optional[float] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., age_mean: _Optional[float] = ..., age_std: _Optional[float] = ..., p_under_19: _Optional[float] = ..., under_19: _Optional[bool] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("target", "reference_id", "case_id", "sighting_id", "sighting_source", "signal", "score", "threshold", "query_segment", "target_segment", "matched_frames", "query_box", "faces", "under_19")
+    __slots__ = ("target", "reference_id", "case_id", "sighting_id", "sighting_source", "signal", "score", "threshold", "query_segment", "target_segment", "matched_frames", "query_box", "faces", "under_19", "confidence")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +178,7 @@ class Match(_message.Message):
     QUERY_BOX_FIELD_NUMBER: _ClassVar[int]
     FACES_FIELD_NUMBER: _ClassVar[int]
     UNDER_19_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     target: TargetKind
     reference_id: int
     case_id: str
@@ -183,7 +193,22 @@ class Match(_message.Message):
     query_box: Box
     faces: _containers.RepeatedCompositeFieldContainer[FaceAge]
     under_19: bool
-    def __init__(self, target: _Optional[_Union[TargetKind, str]] = ..., reference_id: _Optional[int] = ..., case_id: _Optional[str] = ..., sighting_id: _Optional[int] = ..., sighting_source: _Optional[_Union[Source, _Mapping]] = ..., signal: _Optional[_Union[Signal, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., query_segment: _Optional[_Union[Segment, _Mapping]] = ..., target_segment: _Optional[_Union[Segment, _Mapping]] = ..., matched_frames: _Optional[int] = ..., query_box: _Optional[_Union[Box, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[FaceAge, _Mapping]]] = ..., under_19: _Optional[bool] = ...) -> None: ...
+    confidence: Confidence
+    def __init__(self, target: _Optional[_Union[TargetKind, str]] = ..., reference_id: _Optional[int] = ..., case_id: _Optional[str] = ..., sighting_id: _Optional[int] = ..., sighting_source: _Optional[_Union[Source, _Mapping]] = ..., signal: _Optional[_Union[Signal, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., query_segment: _Optional[_Union[Segment, _Mapping]] = ..., target_segment: _Optional[_Union[Segment, _Mapping]] = ..., matched_frames: _Optional[int] = ..., query_box: _Optional[_Union[Box, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[FaceAge, _Mapping]]] = ..., under_19: _Optional[bool] = ..., confidence: _Optional[_Union[Confidence, _Mapping]] = ...) -> None: ...
+
+class Confidence(_message.Message):
+    __slots__ = ("p_false", "expected_false_matches", "verification", "face_only", "normalised_score")
+    P_FALSE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FALSE_MATCHES_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    FACE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    NORMALISED_SCORE_FIELD_NUMBER: _ClassVar[int]
+    p_false: float
+    expected_false_matches: float
+    verification: Verification
+    face_only: bool
+    normalised_score: float
+    def __init__(self, p_false: _Optional[float] = ..., expected_false_matches: _Optional[float] = ..., verification: _Optional[_Union[Verification, str]] = ..., face_only: _Optional[bool] = ..., normalised_score: _Optional[float] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
     __slots__ = ("media", "source", "include_sightings")

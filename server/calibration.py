@@ -1,0 +1,132 @@
+"""Calibrated scores: how many false matches a score would bring per query, given how many references there are.
+
+A fixed cosine threshold is a fixed false-match rate per *pair*; with N references an unrelated query meets N
+chances, so the same threshold that is safe at 300 references matches something at 10,000. Three steps fix that:
+
+1. **Score normalisation** (embeddings). Some pictures are close to everything of their kind: a page screenshot
+   to every other screenshot, a flat drawing to every drawing. Each query row's score is taken relative to how
+   close it comes to unrelated pictures: its k-th best cosine in a *background bank* of region embeddings of
+   images that are nobody's (`normalised = cosine - kth_background_cosine`).
+2. **A null tail per signal**: P(one unrelated reference's best score >= s), fitted on unrelated queries against
+   the filler references (`bench.precision --fit`) as log10 P = intercept + slope * s beyond the fitted range's
+   start. The expected number of false matches of a score is then `E = references * P(s)`.
+3. **A target per query**: a match is kept when E <= `false_matches_per_query`, or when E <= `verify_up_to` and
+   geometric verification (`server.verify`) passes; a verified match's E is multiplied by the verifier's
+   measured false-pass rate. `p_false = 1 - exp(-E)` is the confidence the API, the console and reports show.
+
+The bank and the tails are one file fitted for one embedding model and region layout
+(`server/data/calibration_sscd.npz`). Another model gets no normalisation and the fixed thresholds alone, with a
+warning at start: a calibration from another space would be wrong, not just loose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "calibration_sscd.npz"
+
+
+@dataclass(frozen=True)
+class Tail:
+    """log10 P(an unrelated reference scores at least as close as `score`) as a line in the score's closeness
+    (the score, or minus the score for distances), for scores at least as close as `start`; P = 1 short of it."""
+
+    intercept: float
+    slope: float  # per unit of score towards "closer"
+    start: float
+    lower_is_closer: bool
+
+    def p_one(self, score: float) -> float:
+        closeness = -score if self.lower_is_closer else score
+        if closeness < (-self.start if self.lower_is_closer else self.start):
+            return 1.0  # outside the fitted tail: too common to count as evidence
+        return float(min(1.0, 10 ** (self.intercept + self.slope * closeness)))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Everything the matcher needs to turn scores into expected false matches, for one embedding space."""
+
+    model: str  # what the embeddings came from: "sscd@288/grid3"
+    background_k: int
+    tails: dict[str, Tail]  # signal name -> tail
+    verify_false_pass: float  # share of unrelated pairs that geometric verification passes
+    fitted_on: str  # a line on the data it was fitted on
+    bank: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 512), np.float16))
+
+    def offsets(self, vectors: np.ndarray) -> np.ndarray:
+        """Per row, its k-th best cosine in the background bank (0 where there is no bank)."""
+        if not len(vectors) or len(self.bank) < self.background_k or self.background_k <= 0:
+            return np.zeros(len(vectors), np.float32)
+        similarity = vectors.astype(np.float32) @ self.bank.astype(np.float32).T
+        kth = np.partition(similarity, -self.background_k, axis=1)[:, -self.background_k]
+        return kth.astype(np.float32)
+
+    def expected_false(self, signal: str, score: float, references: int) -> float:
+        tail = self.tails.get(signal)
+        if tail is None:
+            return math.inf
+        return references * tail.p_one(score)
+
+    def save(self, path: Path) -> None:
+        meta = {k: v for k, v in asdict(self).items() if k != "bank"}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as handle:
+            np.savez_compressed(handle, bank=self.bank.astype(np.float16), meta=np.array(json.dumps(meta)))
+
+    @classmethod
+    def load(cls, path: Path) -> Calibration:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            bank = data["bank"]
+        meta["tails"] = {name: Tail(**tail) for name, tail in meta["tails"].items()}
+        return cls(**meta, bank=bank)
+
+
+# Faces: the precision set has too few real, unrelated faces to fit a tail (its filler is mostly drawn), so the
+# tail is a prior from dlib's published figures: P(two different people's
+# dlib descriptors are within d) put at 0.5 % at dlib's own 0.6 line (LFW: 99.38 % accuracy there), ten times
+# rarer for every 0.1 closer. Per pair of faces, so conservative for references without faces.
+FACE_PRIOR = Tail(intercept=-2.3 - 0.6 * 10, slope=-10.0, start=0.6, lower_is_closer=True)
+
+
+def p_false(expected_false: float) -> float:
+    """The probability of at least one false match when E are expected (Poisson)."""
+    return 1.0 - math.exp(-expected_false) if math.isfinite(expected_false) else 1.0
+
+
+def embedding_space(embed_model: str, embed_size: int, region_grid: int) -> str:
+    return f"{embed_model}@{embed_size}/grid{region_grid}"
+
+
+@lru_cache(maxsize=4)
+def calibration_for(space: str, path: str = "") -> Calibration | None:
+    """The calibration of this embedding space, or None (with a warning) where the file is for another."""
+    file = Path(path) if path else DEFAULT_PATH
+    if not file.exists():
+        log.warning("no calibration at %s: fixed thresholds only, no confidence", file)
+        return None
+    calibration = Calibration.load(file)
+    if calibration.model != space:
+        log.warning("calibration %s is for %s, not %s: fixed thresholds only, no confidence", file,
+                    calibration.model, space)
+        return None
+    return calibration
+
+
+def odds(p: float) -> str:
+    """A p_false as people read it: "1 in 12,000" for small ones, a percentage from 1 % up."""
+    if p >= 0.01:
+        return f"{p * 100:.0f} %"
+    if p < 1e-6:
+        return "< 1 in 1,000,000"
+    return f"1 in {round(1 / p, -1 if p > 1e-3 else -2):,.0f}"

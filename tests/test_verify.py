@@ -1,0 +1,184 @@
+"""Geometric verification (server.verify) on real ORB features, and the calibrated decision (server.calibration,
+server.matching.Assessor)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench import transforms
+from bench.accuracy import transformed
+from server.calibration import Calibration, Tail, odds, p_false
+from server.config import MatchSettings
+from server.features import LocalFeatures, MediaFeatures
+from server.inference import Inference
+from server.matching import Assessor, MatchResult
+from server.models.local_features import spread
+from server.verify import Outcome, Verdict, local_size, verify
+
+LOCAL = frozenset({"local"})
+
+
+def local_of(inference: Inference, image: Image.Image) -> tuple[LocalFeatures, tuple[float, float]]:
+    media: MediaFeatures = inference.media_features(transforms.encode(image, "JPEG", 90), LOCAL)
+    local = media.frames[0].local
+    assert local is not None
+    return local, local_size(media.frame_size)
+
+
+def textured_references(corpus, inference, count: int = 3) -> list[Image.Image]:
+    """Corpus pictures with enough texture to verify (flat ones are unverifiable, tested apart)."""
+    pictures = []
+    for path in sorted((corpus / "images").glob("*.jpg")):
+        image = transforms.load(path)
+        local, _ = local_of(inference, image)
+        if len(local.side(False)) >= 400:
+            pictures.append(image)
+        if len(pictures) == count:
+            return pictures
+    pytest.fail("the corpus has too few textured pictures")
+
+
+@pytest.mark.parametrize("transform", ["crop_80", "rotate", "text_overlay", "flip", "stretch"])
+def test_a_copy_is_verified_through_crop_rotation_captions_mirror_and_stretch(corpus, inference, transform):
+    for seed, reference in enumerate(textured_references(corpus, inference)):
+        target, target_size = local_of(inference, reference)
+        query, query_size = local_of(inference, transformed(transform, reference, seed))
+        verdict = verify(query, query_size, target, target_size)
+        assert verdict.outcome is Outcome.VERIFIED, (transform, seed, verdict)
+        assert verdict.mirrored == (transform == "flip")
+
+
+def test_a_paste_into_a_page_is_verified_inside_the_matched_box(corpus, inference):
+    reference = textured_references(corpus, inference, 1)[0]
+    page = Image.new("RGB", (reference.width * 2, reference.height * 2), (240, 240, 240))
+    noise = np.random.default_rng(3).integers(0, 255, (page.height, page.width // 2, 3), np.uint8)
+    page.paste(Image.fromarray(noise), (page.width // 2, 0))  # busy page content beside the picture
+    page.paste(reference, (0, reference.height // 2))
+    target, target_size = local_of(inference, reference)
+    query, query_size = local_of(inference, page)
+    box = (0.0, 0.25, 0.5, 0.75)
+    assert verify(query, query_size, target, target_size, box).outcome is Outcome.VERIFIED
+
+
+def test_unrelated_pictures_sharing_a_flat_background_and_a_textured_strip_are_rejected(corpus, inference):
+    """Two different pictures on the same chrome: a flat page colour and the same busy header strip (a logo bar,
+    an app's navigation). Many keypoints match, under one map, but only over the strip."""
+    first, second = textured_references(corpus, inference, 2)
+    strip = Image.fromarray(np.random.default_rng(7).integers(0, 255, (90, 640, 3), np.uint8))
+
+    def page(picture: Image.Image) -> Image.Image:
+        canvas = Image.new("RGB", (640, 900), (250, 250, 250))
+        canvas.paste(strip, (0, 0))
+        canvas.paste(picture.resize((600, 600)), (20, 200))
+        return canvas
+
+    target, target_size = local_of(inference, page(first))
+    query, query_size = local_of(inference, page(second))
+    verdict = verify(query, query_size, target, target_size)
+    assert verdict.outcome is Outcome.REJECTED
+    assert verdict.inliers > 0  # the strip did match: it is the coverage that rejects it
+    again, again_size = local_of(inference, page(first))  # the same page re-encoded is a copy
+    assert verify(again, again_size, target, target_size).outcome is Outcome.VERIFIED
+
+
+def test_unrelated_corpus_pictures_are_not_verified(corpus, inference):
+    pictures = textured_references(corpus, inference)
+    features = [local_of(inference, p) for p in pictures]
+    for i, (query, query_size) in enumerate(features):
+        for j, (target, target_size) in enumerate(features):
+            if i != j:
+                assert verify(query, query_size, target, target_size).outcome is not Outcome.VERIFIED
+
+
+def test_a_flat_picture_is_unverifiable_not_rejected(inference):
+    flat = Image.new("RGB", (400, 300), (120, 130, 140))
+    target, target_size = local_of(inference, flat)
+    assert verify(target, target_size, target, target_size).outcome is Outcome.UNVERIFIABLE
+
+
+def test_keypoints_are_spread_over_the_frame():
+    rng = np.random.default_rng(0)
+    crowded = np.column_stack([rng.uniform(0, 100, 900), rng.uniform(0, 20, 900), np.ones(900), rng.random(900)])
+    sparse = np.column_stack([rng.uniform(0, 100, 100), rng.uniform(20, 100, 100), np.ones(100), rng.random(100)])
+    points = np.concatenate([crowded, sparse]).astype(np.float32)  # text along the top takes 90 % of the corners
+    kept = spread(points, 100, 100, 300)
+    assert len(kept) == 300
+    assert (kept >= 900).sum() >= 80  # most of the picture's own keypoints survive
+
+
+# -- the calibrated decision ----------------------------------------------------------------------------------
+
+
+def calibration() -> Calibration:
+    rng = np.random.default_rng(1)
+    bank = rng.normal(size=(64, 512)).astype(np.float32)
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    return Calibration("test", 4, {"embedding": Tail(2.0, -20.0, 0.1, False), "face": Tail(-8.0, -10.0, 0.45, True)},
+                       0.01, "test", bank.astype(np.float16))
+
+
+def result(signal: str, score: float, normalised: float | None = None) -> MatchResult:
+    return MatchResult(owner=1, signal=signal, score=score, threshold=0.6, query_segment=(0, 0),
+                       target_segment=(0, 0), matched_frames=1, query_box=(0, 0, 1, 1), faces=(),
+                       normalised=normalised)
+
+
+def test_expected_false_matches_grow_with_the_number_of_references():
+    tails = calibration()
+    small = tails.expected_false("embedding", 0.3, 300)
+    large = tails.expected_false("embedding", 0.3, 30_000)
+    assert math.isclose(large / small, 100, rel_tol=1e-6)
+    assert tails.expected_false("embedding", 0.05, 300) == 300  # outside the fitted tail: never evidence
+    assert tails.expected_false("face", 0.3, 100) < tails.expected_false("face", 0.4, 100)  # distances
+    assert math.isinf(tails.expected_false("pdq", 10, 100))  # no tail: never kept by calibration
+
+
+def test_the_assessor_keeps_rare_scores_verifies_the_grey_zone_and_drops_the_rest():
+    settings = MatchSettings(false_matches_per_query=0.001, verify_up_to=0.5)
+    verdicts: list[Outcome] = []
+
+    def verifier(_result: MatchResult) -> Verdict:
+        verdicts.append(Outcome.VERIFIED)
+        return Verdict(Outcome.VERIFIED, 40, 0.8)
+
+    assess = Assessor(calibration(), 1000, settings, verifier)
+    # E = 1000 * 10 ** (2 - 20 s): s = 0.4 -> 1e-3 (kept unverified); s = 0.3 -> 0.1 (grey); s = 0.2 -> 10 (dropped)
+    kept = assess([result("embedding", 0.9, 0.41), result("embedding", 0.7, 0.3), result("embedding", 0.65, 0.2)])
+    assert [k.normalised for k in kept] == [0.41, 0.3]
+    assert kept[0].verification == "" and kept[1].verification == "verified"
+    assert kept[1].expected_false == pytest.approx(0.1 * 0.01)
+    assert kept[1].p_false == pytest.approx(p_false(0.1 * 0.01))
+    assert len(verdicts) == 1
+
+    rejecting = Assessor(calibration(), 1000, settings, lambda _r: Verdict(Outcome.REJECTED, 5, 0.1))
+    assert [k.normalised for k in rejecting([result("embedding", 0.7, 0.3)])] == []
+    # faces are not verified by geometry: kept up to face_up_to on the score alone
+    faces = Assessor(calibration(), 1000, MatchSettings(face_up_to=0.05), verifier)
+    assert [k.score for k in faces([result("face", 0.44), result("face", 0.3)])] == [0.3]
+    assert len(verdicts) == 1
+
+
+def test_background_offsets_are_the_kth_best_background_similarity():
+    tails = calibration()
+    row = tails.bank[:1].astype(np.float32)
+    offset = tails.offsets(row)[0]
+    similarities = np.sort(row @ tails.bank.astype(np.float32).T)[0][::-1]
+    assert offset == pytest.approx(similarities[3], abs=1e-3)  # k = 4: itself first, then three others
+
+
+def test_a_calibration_survives_saving(tmp_path):
+    path = tmp_path / "c.npz"
+    calibration().save(path)
+    loaded = Calibration.load(path)
+    assert loaded.tails == calibration().tails and loaded.bank.shape == (64, 512)
+    assert loaded.expected_false("embedding", 0.33, 50) == calibration().expected_false("embedding", 0.33, 50)
+
+
+def test_odds_read_like_people_say_them():
+    assert odds(0.25) == "25 %"
+    assert odds(1 / 12_000) == "1 in 12,000"
+    assert odds(1e-9).startswith("< 1 in")
