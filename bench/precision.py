@@ -306,6 +306,7 @@ class Tally:
     seconds: float = 0.0
     verifications: int = 0
     verify_seconds: float = 0.0
+    false_matches: list[str] = field(default_factory=list)  # what the wrong matches were, for the report
 
 
 def evaluate(sizes: list[int], seed: int, workers: int, calibration: Calibration) -> dict[tuple[str, int], Tally]:
@@ -345,13 +346,16 @@ def evaluate(sizes: list[int], seed: int, workers: int, calibration: Calibration
                 results = match_library(library, vectors, radius, lambda _owner: thresholds, features, match,
                                         assess=assess)
                 owners = {r.owner for r in results}
+                wrong = [r for r in results if item.role == "unrelated" or r.owner >= FILLER_OWNER
+                         or groups[r.owner] != groups[item.position]]
+                tally.false_matches += [describe(item, r, owner_item(r.owner)) for r in wrong]
                 if item.role == "unrelated":
                     tally.unrelated += 1
                     tally.unrelated_matched += bool(owners)
                     continue
                 tally.true[item.transform] += 1
                 tally.found[item.transform] += item.position in owners
-                tally.true_wrong += any(o >= FILLER_OWNER or groups[o] != groups[item.position] for o in owners)
+                tally.true_wrong += bool(wrong)
             tally.seconds = time.perf_counter() - started
             tally.verifications = local.verifications - verify_before[1]
             tally.verify_seconds = local.seconds - verify_before[0]
@@ -359,6 +363,13 @@ def evaluate(sizes: list[int], seed: int, workers: int, calibration: Calibration
                      f"{tally.true_wrong} true with a wrong reference ({tally.seconds:.0f} s)")
     local.close()
     return tallies
+
+
+def describe(query: Item, result: MatchResult, target: Item) -> str:
+    normalised = "" if result.normalised is None else f", normalised {result.normalised:.3f}"
+    expected = "" if result.expected_false is None else f", E {result.expected_false:.2g}"
+    return (f"{query.role} {query.label} ({query.transform}) -> {target.role} {target.label}: {result.signal} "
+            f"{result.score:.3f}{normalised}{expected}{', ' + result.verification if result.verification else ''}")
 
 
 def report(tallies: dict[tuple[str, int], Tally], sizes: list[int], calibration: Calibration,
@@ -390,6 +401,11 @@ def report(tallies: dict[tuple[str, int], Tally], sizes: list[int], calibration:
             per = f"{t.verifications} ({t.verify_seconds / t.verifications * 1000:.1f})" if t.verifications else "0"
             lines.append(f"| {mode} | {266 + size} | {t.unrelated_matched / max(t.unrelated, 1):.4f} | "
                          f"{t.true_wrong / max(true, 1):.4f} | {recall} | {per} |")
+    largest = max(sizes)
+    for mode in ("after", "before"):
+        wrong = tallies[(mode, largest)].false_matches
+        lines += ["", f"Wrong matches of \"{mode}\" at {266 + largest} references ({len(wrong)}; the first 25):", ""]
+        lines += [f"- {line}" for line in wrong[:25]]
     return "\n".join(lines) + "\n"
 
 

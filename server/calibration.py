@@ -12,7 +12,9 @@ chances, so the same threshold that is safe at 300 references matches something 
    start. The expected number of false matches of a score is then `E = references * P(s)`.
 3. **A target per query**: a match is kept when E <= `false_matches_per_query`, or when E <= `verify_up_to` and
    geometric verification (`server.verify`) passes; a verified match's E is multiplied by the verifier's
-   measured false-pass rate. `p_false = 1 - exp(-E)` is the confidence the API, the console and reports show.
+   measured false-pass rate. Faces cannot be verified by geometry (another photo of the same person is a
+   match): they are kept up to `face_up_to`, with a tail from dlib's published figures (`FACE_PRIOR`).
+   `p_false = 1 - exp(-E)` is the confidence the API, the console and reports show.
 
 The bank and the tails are one file fitted for one embedding model and region layout
 (`server/data/calibration_sscd.npz`). Another model gets no normalisation and the fixed thresholds alone, with a

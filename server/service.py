@@ -46,7 +46,10 @@ log = logging.getLogger(__name__)
 
 MATCH_FAMILIES = frozenset({"pdq", "embedding", "faces", "age", "local"})
 REFERENCE_FAMILIES = frozenset({"pdq", "embedding", "faces", "local"})
-LOCAL_FRAMES_STORED = 32  # frames of a stored item whose keypoints are kept for verification, spread evenly
+# Frames of a stored item whose keypoints (about 29 KB a frame) are kept for verification, spread evenly over it:
+# references are few and matter most; sightings are every crawled item, so they keep fewer.
+LOCAL_FRAMES_REFERENCE = 32
+LOCAL_FRAMES_SIGHTING = 4
 MAX_HASHES = 1000  # per hash-only reference
 BENIGN_SIGNALS = ("pdq", "embedding")  # the negative bank holds whole frames: near copies, not faces
 Excluded = dict[str | None, set[int]]  # query frames in the negative bank, by the case it applies to (None: every)
@@ -355,7 +358,7 @@ class MatchingService:
             check_deadline(deadline, "recording the sighting")
             stored = self._vectors(features, query=False)
             sighting_id, created = self.store.add_sighting(who, source, media, stored, len(outcome.youth_faces),
-                                                           stored_local(features))
+                                                           stored_local(features, LOCAL_FRAMES_SIGHTING))
             if created:
                 self.libraries["sightings"].add(sighting_id, stored)
             outcome.sighting_id = sighting_id
@@ -398,7 +401,7 @@ class MatchingService:
             raise InvalidInput("nothing matchable in this media (no PDQ hash of sufficient quality, no regions)")
         check_deadline(deadline, "committing the reference")
         with self._write_lock:
-            local = stored_local(features) if features is not None else []
+            local = stored_local(features, LOCAL_FRAMES_REFERENCE) if features is not None else []
             reference_id, created = self.store.add_reference(who, case_id, media, stored, local)
             if created:
                 self._case_thresholds.setdefault(case_id, self.defaults)
@@ -482,11 +485,11 @@ class MatchingService:
         return self.store.counts(), [s for library in self.libraries.values() for s in library.stats()]
 
 
-def stored_local(features: MediaFeatures) -> list[StoredLocal]:
-    """The keypoints to keep of an item: at most LOCAL_FRAMES_STORED frames, spread over it."""
+def stored_local(features: MediaFeatures, most: int) -> list[StoredLocal]:
+    """The keypoints to keep of an item: at most `most` frames, spread over it."""
     frames = [f for f in features.frames if f.local is not None and len(f.local)]
-    if len(frames) > LOCAL_FRAMES_STORED:
-        frames = [frames[i] for i in np.linspace(0, len(frames) - 1, LOCAL_FRAMES_STORED).round().astype(int)]
+    if len(frames) > most:
+        frames = [frames[i] for i in np.linspace(0, len(frames) - 1, most).round().astype(int)]
     size = local_size(features.frame_size)
     return [StoredLocal(f.index, f.timestamp, size, f.local) for f in frames if f.local is not None]
 

@@ -25,9 +25,13 @@ from server.models.local_features import LOCAL_SIDE
 RATIO = 0.8  # Lowe's ratio test: the best match clearly better than the second
 RANSAC_PIXELS = 8.0  # reprojection error in keypoint units (the frame at 640 px on its long side)
 MIN_KEYPOINTS = 24  # fewer on either side: too little texture to tell (unverifiable, not rejected)
-MIN_INLIERS = 18  # matches that agree with one map
-MIN_COVERAGE = 0.3  # share of the candidate's textured, visible cells that hold an agreeing match
-COVERAGE_GRID = 6  # cells per side over the candidate frame
+# Verified: at least MIN_INLIERS matches agree with one map and cover MIN_COVERAGE of the textured, visible cells,
+# or, where a small paste leaves few keypoints, FEW_INLIERS agree and cover WIDE_COVERAGE.
+MIN_INLIERS = 24
+MIN_COVERAGE = 0.3
+FEW_INLIERS = 16
+WIDE_COVERAGE = 0.5
+COVERAGE_GRID = 8  # cells per side over the candidate frame
 BOX_MARGIN = 0.05  # query keypoints are taken from the matched box grown by this fraction of the frame
 MAX_SCALE = 8.0  # the map may shrink or grow the picture by at most this much, and stretch it by MAX_STRETCH
 MAX_STRETCH = 3.0
@@ -105,7 +109,7 @@ def _pair(query: LocalFeatures, area: Area, target: LocalFeatures,
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     pairs = matcher.knnMatch(query.descriptors, target.descriptors, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
-    if len(good) < MIN_INLIERS:
+    if len(good) < FEW_INLIERS:
         return Verdict(Outcome.REJECTED, len(good), 0.0, mirrored)
     source = query.keypoints[[m.queryIdx for m in good], :2].astype(np.float32)
     destination = target.keypoints[[m.trainIdx for m in good], :2].astype(np.float32)
@@ -114,9 +118,18 @@ def _pair(query: LocalFeatures, area: Area, target: LocalFeatures,
     if affine is None or mask is None or not _plausible(affine):
         return Verdict(Outcome.REJECTED, 0, 0.0, mirrored)
     inlier = mask.ravel().astype(bool)
-    coverage = _coverage(destination[inlier], affine, area, target, target_size)
-    passed = int(inlier.sum()) >= MIN_INLIERS and coverage >= MIN_COVERAGE
-    return Verdict(Outcome.VERIFIED if passed else Outcome.REJECTED, int(inlier.sum()), coverage, mirrored)
+    # Coverage is read on the sparser side: a picture pasted small into a page has few keypoints, and those
+    # bound how many cells of the full-size candidate can hold a match.
+    whole: Area = (0.0, 0.0, *target_size)
+    if len(query) < len(target):
+        coverage = _coverage(query.keypoints[:, :2], source[inlier], area, affine.astype(np.float64), whole)
+    else:
+        inverse = cv2.invertAffineTransform(affine.astype(np.float64))
+        coverage = _coverage(target.keypoints[:, :2], destination[inlier], whole, inverse, area)
+    agreeing = int(inlier.sum())
+    passed = ((agreeing >= MIN_INLIERS and coverage >= MIN_COVERAGE)
+              or (agreeing >= FEW_INLIERS and coverage >= WIDE_COVERAGE))
+    return Verdict(Outcome.VERIFIED if passed else Outcome.REJECTED, agreeing, coverage, mirrored)
 
 
 def _plausible(affine: np.ndarray) -> bool:
@@ -129,25 +142,24 @@ def _plausible(affine: np.ndarray) -> bool:
     return bool(smallest >= 1 / MAX_SCALE and largest <= MAX_SCALE and largest / smallest <= MAX_STRETCH)
 
 
-def _coverage(inliers: np.ndarray, affine: np.ndarray, area: Area, target: LocalFeatures,
-              target_size: tuple[float, float]) -> float:
-    """Share of the candidate's cells that have keypoints and that the map puts inside the query's area, that
-    also hold an inlier."""
-    width, height = target_size
+def _coverage(points: np.ndarray, inliers: np.ndarray, rect: Area, to_other: np.ndarray, other: Area) -> float:
+    """On one side of a pair: the share of the cells of `rect` that hold keypoints (`points`) and that the map
+    `to_other` puts inside the other side's `other` rect, that also hold an inlier."""
+    x0, y0, x1, y1 = rect
+    width, height = max(x1 - x0, 1e-6), max(y1 - y0, 1e-6)
 
-    def cells(points: np.ndarray) -> np.ndarray:
-        column = np.clip((points[:, 0] * COVERAGE_GRID / max(width, 1e-6)).astype(np.int64), 0, COVERAGE_GRID - 1)
-        row = np.clip((points[:, 1] * COVERAGE_GRID / max(height, 1e-6)).astype(np.int64), 0, COVERAGE_GRID - 1)
+    def cells(at: np.ndarray) -> np.ndarray:
+        column = np.clip(((at[:, 0] - x0) * COVERAGE_GRID / width).astype(np.int64), 0, COVERAGE_GRID - 1)
+        row = np.clip(((at[:, 1] - y0) * COVERAGE_GRID / height).astype(np.int64), 0, COVERAGE_GRID - 1)
         return row * COVERAGE_GRID + column
 
-    textured, counts = np.unique(cells(target.keypoints[:, :2]), return_counts=True)
+    textured, counts = np.unique(cells(points), return_counts=True)
     textured = textured[counts >= 2]
-    centres = np.stack([(textured % COVERAGE_GRID + 0.5) * width / COVERAGE_GRID,
-                        (textured // COVERAGE_GRID + 0.5) * height / COVERAGE_GRID], axis=1)
-    inverse = cv2.invertAffineTransform(affine.astype(np.float64))
-    in_query = centres @ inverse[:, :2].T + inverse[:, 2]
-    x0, y0, x1, y1 = area
-    inside = (in_query[:, 0] >= x0) & (in_query[:, 0] <= x1) & (in_query[:, 1] >= y0) & (in_query[:, 1] <= y1)
+    centres = np.stack([x0 + (textured % COVERAGE_GRID + 0.5) * width / COVERAGE_GRID,
+                        y0 + (textured // COVERAGE_GRID + 0.5) * height / COVERAGE_GRID], axis=1)
+    mapped = centres @ to_other[:, :2].T + to_other[:, 2]
+    ox0, oy0, ox1, oy1 = other
+    inside = (mapped[:, 0] >= ox0) & (mapped[:, 0] <= ox1) & (mapped[:, 1] >= oy0) & (mapped[:, 1] <= oy1)
     visible = textured[inside]
     if not len(visible):
         return 0.0

@@ -230,6 +230,13 @@ def test_login_then_the_queue_shows_both_matches(desk: Desk, corpus: Path) -> No
     assert desk.sql("select count(*) from audit_log where action = 'ConsoleLogin' and actor = 'test-officer'"
                     )[0][0] == 1
     desk.shoot("02-queue")
+    assert "오탐 가능성: " in text  # each match's calibrated chance of being false
+    desk.open("/queue?order=confidence")
+    ordered = [c.get_attribute("id") for c in desk.driver.find_elements(By.CSS_SELECTOR, "article.item")]
+    surest = dict(desk.sql("select e.id, min(m.p_false) from evidence_items e join matches m on m.sighting_id ="
+                           " e.sighting_id and m.reference_id = e.reference_id group by e.id"))
+    youth_id = f"item-{desk.state['items'][YOUTH]}"  # no match, so no confidence: after every match
+    assert ordered == [f"item-{i}" for i in sorted(surest, key=lambda i: (surest[i], i))] + [youth_id]
 
 
 def test_pictures_are_blurred_and_grey_until_one_is_revealed(desk: Desk) -> None:

@@ -118,6 +118,31 @@ def test_match_reports_signal_score_threshold_and_face_ages(served: Served, corp
     assert not face.under_19 and not response.youth_faces
 
 
+def test_matches_carry_a_calibrated_confidence_through_grpc_and_into_the_database(
+        served: Served, corpus: Path, registered: dict[str, int]) -> None:
+    assert served.running.service.calibration is not None  # the packaged calibration fits the default model
+    name = REFERENCES[0]
+    crawled = jpeg(transforms.TRANSFORMS["crop_80"](image(corpus, name)))
+    source = pb.Source(url="https://board.example/media/confidence.jpg", site="board.example")
+    response = served.client("crawler").match(crawled, source=source)
+    matches = [m for m in response.matches if m.reference_id == registered[name]]
+    assert matches and all(m.HasField("confidence") for m in matches)
+    assert min(m.confidence.p_false for m in matches) < 0.01
+    for m in matches:
+        assert 0.0 <= m.confidence.p_false <= 1.0 and m.confidence.expected_false_matches >= 0.0
+        assert m.confidence.verification in (pb.VERIFICATION_NOT_NEEDED, pb.VERIFICATION_VERIFIED)
+        assert not m.confidence.face_only
+    embedding = next(m for m in matches if m.signal == pb.SIGNAL_EMBEDDING)
+    assert embedding.confidence.normalised_score < embedding.score  # the background level was taken off
+    with psycopg.connect(served.running.database_url) as conn:
+        stored = conn.execute("select p_false, verification, face_only from matches where sighting_id = %s",
+                              (response.sighting_id,)).fetchall()
+        keypoints = conn.execute("select count(*) from reference_local_features where reference_id = %s",
+                                 (registered[name],)).fetchone()[0]
+    assert sorted(round(p, 6) for p, _, _ in stored) == sorted(round(m.confidence.p_false, 6) for m in matches)
+    assert keypoints == 1  # one image: one frame of keypoints kept for verification
+
+
 def encode_clip(path: Path, start_s: float, end_s: float, scale: float) -> bytes:
     """Cut [start, end) from a video, scale it and re-encode it as H.264 in MP4, as a re-uploader would."""
     out = io.BytesIO()

@@ -5,8 +5,8 @@ app's screenshot from another with the same chrome. A copy, cropped, scaled, rot
 patches in the same arrangement; a look-alike does not. So every frame also gets ORB keypoints, for verifying a
 candidate by matching them and fitting one affine transform (`server.verify`).
 ORB's strongest corners crowd onto text: a caption bar or a page's UI would take most of them and leave the
-picture itself with few. So ORB finds three times as many as are kept, and they are kept spread over a grid of
-cells, the strongest of each cell first.
+picture itself with none (a caption in Hangul holds thousands of corners). So ORB finds many more than are kept,
+and they are kept spread over a grid of cells, the strongest of each cell first; only the kept are described.
 
 Keypoints are in units of a frame scaled to `LOCAL_SIDE` on its long side, so the two frames of a pair are
 compared at one scale whatever their resolution, and aspect ratios stay true. Each frame is also described
@@ -26,7 +26,7 @@ from server.config import Settings
 LOCAL_SIDE = 640  # keypoint units: the frame scaled to this long side (also where ORB runs: cheap, and enough)
 ORB_EDGE = 15  # pixels at the border ORB leaves out (its patch would fall outside the frame)
 ORB_FEATURES = 600  # kept per frame and side: bounds the cost of storing and matching them
-ORB_CANDIDATES = 3 * ORB_FEATURES  # found before the spread over the grid
+ORB_CANDIDATES = 5000  # found before the spread over the grid: text alone can hold thousands of corners
 GRID = 6  # cells per side over which the kept keypoints are spread
 
 
@@ -53,12 +53,16 @@ class LocalFeaturesModel:
 
     def describe(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[P, 4] (x, y, size, response) and [P, 32] uint8 descriptors of one grey frame."""
-        keypoints, descriptors = self.orb.detectAndCompute(grey, None)
+        found = self.orb.detect(grey, None)
+        if not found:
+            return np.zeros((0, 4), np.float32), np.zeros((0, 32), np.uint8)
+        points = np.array([(k.pt[0], k.pt[1], k.size, k.response) for k in found], np.float32)
+        kept = [found[i] for i in spread(points, grey.shape[1], grey.shape[0], ORB_FEATURES)]
+        keypoints, descriptors = self.orb.compute(grey, kept)  # only the kept: describing is the dear part
         if descriptors is None or not keypoints:
             return np.zeros((0, 4), np.float32), np.zeros((0, 32), np.uint8)
         points = np.array([(k.pt[0], k.pt[1], k.size, k.response) for k in keypoints], np.float32)
-        keep = spread(points, grey.shape[1], grey.shape[0], ORB_FEATURES)
-        return points[keep], descriptors[keep].astype(np.uint8)
+        return points, descriptors.astype(np.uint8)
 
     def __call__(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         points, descriptors, owners, mirrored = [], [], [], []
