@@ -7,9 +7,10 @@ unrelated images (each under one transform). Per N it reports, per crawled item 
 - the share of true queries that also match a reference that is not theirs (nor a near-duplicate of it);
 - recall per transform.
 
-Two matchers run on the same features in one run: "before" is the fixed thresholds alone (cosine >= 0.6,
+The matchers run on the same features in one run: "before" is the fixed thresholds alone (cosine >= 0.6,
 PDQ <= 31, face L2 <= 0.5); "after" adds score normalisation against the background bank, thresholds from a
-target expected number of false matches per query, and geometric verification of non-exact candidates.
+target expected number of false matches per query, and geometric verification of the grey zone (the service's
+defaults; `modes`).
 Features come from `bench.feature_cache` (about 50 minutes on two cores the first time, seconds after).
 """
 
@@ -32,7 +33,7 @@ from bench.filler import DEFAULT_OUT, load_roles
 from bench.record import machine, publish
 from bench.transforms import CORPUS, TRANSFORMS
 from server.calibration import DEFAULT_PATH, FACE_PRIOR, Calibration, Tail, embedding_space
-from server.config import Settings
+from server.config import MatchSettings, Settings
 from server.features import LocalFeatures, MediaFeatures
 from server.library import Library
 from server.matching import Assessor, MatchResult, Thresholds, Verifier, match_library
@@ -309,7 +310,13 @@ class Tally:
     false_matches: list[str] = field(default_factory=list)  # what the wrong matches were, for the report
 
 
-def evaluate(sizes: list[int], seed: int, workers: int, calibration: Calibration) -> dict[tuple[str, int], Tally]:
+def modes(match: MatchSettings) -> dict[str, MatchSettings | None]:
+    """The matchers compared: the fixed thresholds alone, and the calibrated defaults."""
+    return {"before": None, "after": match}
+
+
+def evaluate(sizes: list[int], seed: int, workers: int, calibration: Calibration,
+             only: set[str] | None = None) -> dict[tuple[str, int], Tally]:
     loaded = load_features(max(sizes), seed, workers, ("reference", "filler", "true", "unrelated"))
     match = loaded.settings.match
     entries = loaded.entries
@@ -334,14 +341,16 @@ def evaluate(sizes: list[int], seed: int, workers: int, calibration: Calibration
         library.add_many((FILLER_OWNER + j, {n: s.reference_vectors(f, match) for n, s in SIGNALS.items()})
                          for j, f in enumerate(loaded.features["filler"][added:size], start=added))
         added = size
-        for mode in ("before", "after"):
+        for mode, policy in modes(match).items():
+            if only is not None and mode not in only:
+                continue
             tally = tallies[(mode, size)] = Tally()
             verify_before = local.seconds, local.verifications
             started = time.perf_counter()
             for at, (item, vectors, features) in enumerate(queries):
                 assess = None
-                if mode == "after":
-                    assess = Assessor(calibration, len(library), match,
+                if policy is not None:
+                    assess = Assessor(calibration, len(library), policy,
                                       local.verifier(item, (item.role, at), owner_item))
                 results = match_library(library, vectors, radius, lambda _owner: thresholds, features, match,
                                         assess=assess)
@@ -394,7 +403,9 @@ def report(tallies: dict[tuple[str, int], Tally], sizes: list[int], calibration:
         TRANSFORMS) + " | verifications (ms each) |"
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     for size in sorted(sizes):
-        for mode in ("before", "after"):
+        for mode in modes(Settings().match):
+            if (mode, size) not in tallies:
+                continue
             t = tallies[(mode, size)]
             true = sum(t.true.values())
             recall = " | ".join(f"{t.found[n] / t.true[n]:.3f}" if t.true[n] else "n/a" for n in TRANSFORMS)
@@ -403,13 +414,15 @@ def report(tallies: dict[tuple[str, int], Tally], sizes: list[int], calibration:
                          f"{t.true_wrong / max(true, 1):.4f} | {recall} | {per} |")
     largest = max(sizes)
     for mode in ("after", "before"):
+        if (mode, largest) not in tallies:
+            continue
         wrong = tallies[(mode, largest)].false_matches
         lines += ["", f"Wrong matches of \"{mode}\" at {266 + largest} references ({len(wrong)}; the first 25):", ""]
         lines += [f"- {line}" for line in wrong[:25]]
     return "\n".join(lines) + "\n"
 
 
-def main(filler: str, seed: int, workers: int, out: str | None, refit: bool) -> None:
+def main(filler: str, seed: int, workers: int, out: str | None, refit: bool, only: str | None = None) -> None:
     load_at_start = load_average()
     started = time.perf_counter()
     total = len(load_roles()["filler"])
@@ -418,5 +431,5 @@ def main(filler: str, seed: int, workers: int, out: str | None, refit: bool) -> 
         calibration = fit(seed, workers, DEFAULT_PATH, max(sizes))
     else:
         calibration = Calibration.load(DEFAULT_PATH)
-    tallies = evaluate(sizes, seed, workers, calibration)
+    tallies = evaluate(sizes, seed, workers, calibration, set(only.split(",")) if only else None)
     publish(report(tallies, sizes, calibration, load_at_start, time.perf_counter() - started), out)
