@@ -145,8 +145,10 @@ class RowBank:
                    np.concatenate([np.full(len(v), i, np.int64) for i, v in kept]))
 
 
-def best_per_reference(bank: RowBank, query: SignalVectors, n_refs: int, signal: str) -> np.ndarray:
-    """The closest score between any query row and any row of each reference (NaN where either has none)."""
+def best_per_reference(bank: RowBank, query: SignalVectors, n_refs: int, signal: str,
+                       offsets: np.ndarray | None = None) -> np.ndarray:
+    """The closest score between any query row and any row of each reference (NaN where either has none);
+    `offsets` (embeddings) are subtracted per query row first, as score normalisation does."""
     out = np.full(n_refs, np.nan, np.float32)
     if not len(query) or not len(bank.vectors):
         return out
@@ -155,7 +157,8 @@ def best_per_reference(bank: RowBank, query: SignalVectors, n_refs: int, signal:
         per_row = pair.min(axis=0).astype(np.float32)
         reduce: Callable[..., object] = np.fmin
     elif signal == "embedding":  # cosine (rows are L2-normalised)
-        per_row = (query.vectors @ bank.vectors.T).max(axis=0)
+        similarity = query.vectors @ bank.vectors.T
+        per_row = (similarity - offsets[:, None] if offsets is not None else similarity).max(axis=0)
         reduce = np.fmax
     else:  # face descriptors: Euclidean distance
         diff = query.vectors[:, None, :] - bank.vectors[None, :, :]

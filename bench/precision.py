@@ -27,7 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.accuracy import POPCOUNT, Entry, RowBank, corpus_entries, load_average, true_query, unrelated_query
+from bench.accuracy import (
+    Entry,
+    RowBank,
+    best_per_reference,
+    corpus_entries,
+    load_average,
+    true_query,
+    unrelated_query,
+)
 from bench.feature_cache import FeatureCache
 from bench.filler import DEFAULT_OUT, load_roles
 from bench.record import machine, publish
@@ -184,26 +192,10 @@ SAFETY = 2.0  # the fitted tail is doubled: the filler is not the web
 
 def best_closeness(signal: str, query: SignalVectors, bank: RowBank, n_refs: int,
                    offsets: np.ndarray | None = None) -> np.ndarray:
-    """Per reference, the closest score of any query row to any of its rows, as closeness (higher is closer);
-    -inf where either side has no rows."""
-    out = np.full(n_refs, -np.inf, np.float32)
-    if not len(query) or not len(bank.vectors):
-        return out
-    if signal == "pdq":
-        distance = np.full(len(bank.vectors), 256, np.int32)
-        for row in query.vectors:
-            distance = np.minimum(distance, POPCOUNT[np.bitwise_xor(row[None, :], bank.vectors)].sum(axis=1))
-        per_row = -distance.astype(np.float32)
-    elif signal == "embedding":
-        similarity = query.vectors @ bank.vectors.T
-        if offsets is not None:
-            similarity = similarity - offsets[:, None]
-        per_row = similarity.max(axis=0)
-    else:
-        squared = ((query.vectors[:, None, :] - bank.vectors[None, :, :]) ** 2).sum(axis=2)
-        per_row = -np.sqrt(squared.min(axis=0))
-    np.maximum.at(out, bank.positions, per_row)
-    return out
+    """`bench.accuracy.best_per_reference` as closeness (higher is closer), -inf where either side has no rows."""
+    best = best_per_reference(bank, query, n_refs, signal, offsets)
+    closeness = -best if SIGNALS[signal].lower_is_closer else best
+    return np.where(np.isnan(closeness), -np.inf, closeness).astype(np.float32)
 
 
 def fit_tail(closeness: np.ndarray, total_pairs: int, lower_is_closer: bool) -> Tail | None:

@@ -63,13 +63,13 @@ class Calibration:
     tails: dict[str, Tail]  # signal name -> tail
     verify_false_pass: float  # share of unrelated pairs that geometric verification passes
     fitted_on: str  # a line on the data it was fitted on
-    bank: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 512), np.float16))
+    bank: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 512), np.float32))
 
     def offsets(self, vectors: np.ndarray) -> np.ndarray:
         """Per row, its k-th best cosine in the background bank (0 where there is no bank)."""
         if not len(vectors) or len(self.bank) < self.background_k or self.background_k <= 0:
             return np.zeros(len(vectors), np.float32)
-        similarity = vectors.astype(np.float32) @ self.bank.astype(np.float32).T
+        similarity = vectors.astype(np.float32, copy=False) @ self.bank.T
         kth = np.partition(similarity, -self.background_k, axis=1)[:, -self.background_k]
         return kth.astype(np.float32)
 
@@ -91,7 +91,7 @@ class Calibration:
             meta = json.loads(str(data["meta"]))
             bank = data["bank"]
         meta["tails"] = {name: Tail(**tail) for name, tail in meta["tails"].items()}
-        return cls(**meta, bank=bank)
+        return cls(**meta, bank=bank.astype(np.float32))  # stored as float16; searched as float32, once converted
 
 
 # Faces: the precision set has too few real, unrelated faces to fit a tail (its filler is mostly drawn), so the
