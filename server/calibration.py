@@ -7,9 +7,10 @@ chances, so the same threshold that is safe at 300 references matches something 
    to every other screenshot, a flat drawing to every drawing. Each query row's score is taken relative to how
    close it comes to unrelated pictures: its k-th best cosine in a *background bank* of region embeddings of
    images that are nobody's (`normalised = cosine - kth_background_cosine`).
-2. **A null tail per signal**: P(one unrelated reference's best score >= s), fitted on unrelated queries against
-   the filler references (`bench.precision --fit`) as log10 P = intercept + slope * s beyond the fitted range's
-   start. The expected number of false matches of a score is then `E = references * P(s)`.
+2. **A null tail per signal**: P(one unrelated reference's best score >= s), fitted with background images as
+   queries against the filler references (`bench.accuracy --filler ... --refit`, `bench.precision.fit`) as
+   log10 P = intercept + slope * s from where one unrelated reference in a thousand scores that close. The
+   expected number of false matches of a score is then `E = references * P(s)`.
 3. **A target per query**: a match is kept when E <= `false_matches_per_query`, or when E <= `verify_up_to` and
    geometric verification (`server.verify`) passes; a verified match's E is multiplied by the verifier's
    measured false-pass rate. Faces cannot be verified by geometry (another photo of the same person is a

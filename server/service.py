@@ -244,10 +244,13 @@ class MatchingService:
 
     def _verifier(self, library: str, features: MediaFeatures) -> Verifier:
         size = local_size(features.frame_size)
+        loaded: dict[int, list[StoredLocal]] = {}  # for this query only: an owner's PDQ and embedding candidates
 
         def check(result: MatchResult) -> Verdict:
             frame = features.frames[result.query_frame] if 0 <= result.query_frame < len(features.frames) else None
-            stored = self.store.local_features(library, result.owner)  # type: ignore[arg-type]
+            if result.owner not in loaded:
+                loaded[result.owner] = self.store.local_features(library, result.owner)  # type: ignore[arg-type]
+            stored = loaded[result.owner]
             if frame is None or frame.local is None or not stored:
                 return Verdict(Outcome.UNVERIFIABLE)
             target = min(stored, key=lambda s: abs(s.timestamp - result.target_time))
