@@ -37,9 +37,9 @@ from bench.record import machine, publish
 from bench.transforms import CORPUS, TRANSFORMS, encode, load
 from server.config import MatchSettings, Settings
 from server.inference.inprocess import InProcessInference
-from server.library import Library
-from server.matching import Thresholds, match_library
-from server.service import MATCH_FAMILIES, REFERENCE_FAMILIES
+from server.matching.decisions import Thresholds, match_library
+from server.matching.library import Library
+from server.service import match_families, reference_families
 from server.signals import SIGNALS, SignalVectors
 
 SIGNAL_NAMES = ("pdq", "embedding", "face")
@@ -208,7 +208,7 @@ def run(entries: list[Entry], transforms: list[str], seed: int) -> Run:
         library = Library("references")
         rows: dict[str, list[SignalVectors]] = {n: [] for n in SIGNALS}
         for position, entry in enumerate(entries):
-            features = inference.media_features((CORPUS / entry.file).read_bytes(), REFERENCE_FAMILIES)
+            features = inference.media_features((CORPUS / entry.file).read_bytes(), reference_families())
             vectors = {n: s.reference_vectors(features, match) for n, s in SIGNALS.items()}
             library.add(entry.index, vectors)
             for name, v in vectors.items():
@@ -224,7 +224,7 @@ def run(entries: list[Entry], transforms: list[str], seed: int) -> Run:
         for transform in transforms:
             for position, entry in enumerate(entries):
                 item_started = time.perf_counter()
-                features = inference.media_features(true_query(entry, transform, seed), MATCH_FAMILIES)
+                features = inference.media_features(true_query(entry, transform, seed), match_families())
                 queries = {n: s.query_vectors(features, match) for n, s in SIGNALS.items()}
                 results = match_library(library, queries, radius, lambda _owner: thresholds, features, match)
                 matched: dict[str, dict[int, float]] = {n: {} for n in SIGNALS}
@@ -293,8 +293,8 @@ def report(result: Run, args: argparse.Namespace) -> str:
     add(f"- References: {len(entries)} corpus images"
         + (f" (seeded subset, --limit {args.limit} --seed {args.seed})" if args.limit else " (all)")
         + f"; queries: {n_queries} ({len(result.transforms)} transforms, JPEG q90)")
-    add(f"- Thresholds (MatchSettings defaults, search radius = thresholds): pdq <= {thresholds.pdq:g} bits, "
-        f"embedding >= {thresholds.embedding:g} cosine, face <= {thresholds.face:g} L2; "
+    add(f"- Thresholds (MatchSettings defaults, search radius = thresholds): pdq <= {thresholds.of('pdq'):g} bits, "
+        f"embedding >= {thresholds.of('embedding'):g} cosine, face <= {thresholds.of('face'):g} L2; "
         f"pdq_min_quality {result.settings.match.pdq_min_quality}, embedding_k {result.settings.match.embedding_k},"
         f" face_k {result.settings.match.face_k}; region_grid {result.settings.models.region_grid}")
     rows = result.reference_rows
@@ -454,41 +454,41 @@ def score_section(result: Run, same_group: np.ndarray) -> str:
     pooled = {n: (np.concatenate(v) if v else np.zeros(0)) for n, v in wrong.items()}
     pooled = {n: v[~np.isnan(v)] for n, v in pooled.items()}
 
-    add(f"### embedding (cosine, threshold >= {thresholds.embedding:g}; higher is closer)\n")
+    add(f"### embedding (cosine, threshold >= {thresholds.of('embedding'):g}; higher is closer)\n")
     add("| transform | true copies | min | p5 | median | below threshold |")
     add("|---|---|---|---|---|---|")
     for transform in result.transforms:
         v = true[("embedding", transform)]
         add(f"| {transform} | {len(v)} | {fmt(quantile(v, 0))} | {fmt(quantile(v, 0.05))} | "
-            f"{fmt(quantile(v, 0.5))} | {sum(1 for s in v if s < thresholds.embedding)} |")
+            f"{fmt(quantile(v, 0.5))} | {sum(1 for s in v if s < thresholds.of('embedding'))} |")
     w = pooled.get("embedding", np.zeros(0))
     add(f"\nWrong pairs (query vs reference of another source, near-duplicate groups left out): {len(w)}; "
         f"max {fmt(quantile(w, 1))}, p99.9 {fmt(quantile(w, 0.999))}, p99 {fmt(quantile(w, 0.99))}, "
-        f"median {fmt(quantile(w, 0.5))}; at or above threshold: {int((w >= thresholds.embedding).sum())}\n")
+        f"median {fmt(quantile(w, 0.5))}; at or above threshold: {int((w >= thresholds.of('embedding')).sum())}\n")
 
-    add(f"### pdq (Hamming bits, threshold <= {thresholds.pdq:g}; lower is closer; quality-filtered rows)\n")
+    add(f"### pdq (Hamming bits, threshold <= {thresholds.of('pdq'):g}; lower is closer; quality-filtered rows)\n")
     add("| transform | true copies with hashes | median | p95 | max | over threshold |")
     add("|---|---|---|---|---|---|")
     for transform in result.transforms:
         v = true[("pdq", transform)]
         add(f"| {transform} | {len(v)} | {fmt(quantile(v, 0.5), 0)} | {fmt(quantile(v, 0.95), 0)} | "
-            f"{fmt(quantile(v, 1), 0)} | {sum(1 for s in v if s > thresholds.pdq)} |")
+            f"{fmt(quantile(v, 1), 0)} | {sum(1 for s in v if s > thresholds.of('pdq'))} |")
     w = pooled.get("pdq", np.zeros(0))
     add(f"\nWrong pairs: {len(w)}; min {fmt(quantile(w, 0), 0)}, p0.1 {fmt(quantile(w, 0.001), 0)}, "
         f"p1 {fmt(quantile(w, 0.01), 0)}, median {fmt(quantile(w, 0.5), 0)}; at or under threshold: "
-        f"{int((w <= thresholds.pdq).sum())}\n")
+        f"{int((w <= thresholds.of('pdq')).sum())}\n")
 
-    add(f"### face (descriptor L2, threshold <= {thresholds.face:g}; lower is closer)\n")
+    add(f"### face (descriptor L2, threshold <= {thresholds.of('face'):g}; lower is closer)\n")
     add("| transform | same image (query has a face and so does its reference) | median | max | over threshold |")
     add("|---|---|---|---|---|")
     for transform in result.transforms:
         v = true[("face", transform)]
         add(f"| {transform} | {len(v)} | {fmt(quantile(v, 0.5))} | {fmt(quantile(v, 1))} | "
-            f"{sum(1 for s in v if s > thresholds.face)} |")
+            f"{sum(1 for s in v if s > thresholds.of('face'))} |")
     w = pooled.get("face", np.zeros(0))
     add(f"\nDifferent images (query face vs faces of other references): {len(w)} pairs; min {fmt(quantile(w, 0))}, "
         f"p1 {fmt(quantile(w, 0.01))}, median {fmt(quantile(w, 0.5))}; at or under threshold: "
-        f"{int((w <= thresholds.face).sum())}\n")
+        f"{int((w <= thresholds.of('face')).sum())}\n")
 
     add("### Closest wrong pairs per signal (the margin to the threshold)\n")
     for name in SIGNAL_NAMES:

@@ -24,15 +24,15 @@ from bench.fixture_boards import plant_boards
 from bench.fixture_site import FixtureSite
 from bench.record import machine, publish
 from bench.transforms import CORPUS
-from clients.matcher import MatcherClient, open_channel
 from ingest.config import parse_config
 from ingest.crawler import Crawl, start_job
 from ingest.keywords import Lexicon, default_encoder, expand
 from ingest.normalise import Normaliser
 from ingest.stream import MatchStreamer
+from jiwoom.api.client import MatcherClient, open_channel
 from server.app import running_service
 from server.config import ServiceSettings, Settings
-from server.db import local_postgres
+from server.storage.db import local_postgres
 
 PROMPT = "학교 유출 영상, 한국 커뮤니티에 올라옴"
 

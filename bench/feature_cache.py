@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from server.config import Settings
-from server.features import MediaFeatures
+from server.inference.features import MediaFeatures
 
 ROOT = Path(__file__).resolve().parents[1] / "var" / "bench-cache"
 

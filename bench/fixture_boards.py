@@ -37,7 +37,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from bench import transforms as tf
 from bench.fixture_site import FixtureSite
-from clients import KST
+from jiwoom.shared.times import KST
 
 PRIVATE = "http://10.0.0.1"  # a private address: the crawler must refuse it, never connect
 HUGE_BYTES = 200 * 1024 * 1024

@@ -230,7 +230,7 @@ def check_embeddings(name: str, path: Path, inputs: np.ndarray, device: str, rep
 def exact_top(references: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Owners (reference row numbers) of the k best references per query, by exact inner product."""
     try:
-        from server.exact_index import ExactIndex
+        from server.index.exact import ExactIndex
     except ImportError:
         scores = queries @ references.T
         return np.argsort(-scores, axis=1)[:, :k]

@@ -21,7 +21,7 @@ Indexes, at each size:
   with a low intrinsic dimension (2,000 clusters in a 64-d latent space, projected to 512-d, plus isotropic noise).
   Queries are near-copies of stored vectors (cosine ~0.9 to their source). Exact "Flat" and "IVF4096,PQ64" at
   nprobe 32; recall@1 and recall@10 of IVF-PQ are measured against Flat's results.
-- torch: `server.exact_index.ExactIndex` over the same vectors, on --torch-device (auto: CUDA when there is one),
+- torch: `server.index.exact.ExactIndex` over the same vectors, on --torch-device (auto: CUDA when there is one),
   one row per --torch-dtypes (default float32 and float16 on CUDA, float32 on CPU). Its recall is measured against
   FAISS Flat where that ran at the same size, else against the float32 torch row (exact too). A size is skipped,
   with a note, where its vectors do not fit: host memory for the generated data (and a CPU index), device memory
@@ -54,14 +54,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from server.exact_index import ExactIndex
-from server.index_base import VectorHits
+from server.index.base import VectorHits
+from server.index.exact import ExactIndex
 from server.torch_device import resolve_device
 
 try:
     import faiss
 
-    from server.index import BinaryIndex, VectorIndex
+    from server.index.faiss_index import BinaryIndex, VectorIndex
 except ImportError:  # a GPU host without faiss (the test machine): only the torch rows run
     faiss = None
 from bench.record import publish

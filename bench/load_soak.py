@@ -34,7 +34,7 @@ from bench.record import machine, publish
 from bench.service_latency import progress
 from server.app import running_service
 from server.config import Settings, load_settings
-from server.db import local_postgres
+from server.storage.db import local_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW_S = 300.0  # the RSS trend compares the first and the last five minutes (a third each of shorter runs)

@@ -67,9 +67,9 @@ from PIL import Image
 from bench.accuracy import transformed
 from bench.service_latency import image_path, pick_images
 from bench.transforms import CORPUS, TRANSFORMS, encode, load
-from clients.matcher import open_channel
-from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
-from server.proto_gen.jiwoom.v1 import matcher_pb2_grpc as pb_grpc
+from jiwoom.api.client import open_channel
+from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
+from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2_grpc as pb_grpc
 from tests.media_samples import encode_video
 
 log = logging.getLogger("jiwoom.load")

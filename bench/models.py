@@ -95,8 +95,8 @@ def main() -> None:
     ]
     launcher = None
     if args.triton:
+        from jiwoom.triton_launcher import start_triton
         from server.inference.triton import TritonInference
-        from server.triton_launcher import start_triton
 
         repo_root = Path(__file__).resolve().parent.parent
         launcher = start_triton(repo_root / "model_repo", extra_pythonpath=[repo_root])

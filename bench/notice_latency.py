@@ -31,11 +31,12 @@ from bench.fixture_site import FixtureSite, korean_post_page
 from bench.record import machine, publish
 from bench.service_latency import image_path, pick_images
 from bench.transforms import encode, load, resize
-from clients.matcher import MatcherClient, open_channel
+from clients.worker import worker_beside_service
+from jiwoom.api.client import MatcherClient, open_channel
+from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.app import running_service
 from server.config import EvidenceSettings, ServiceSettings, Settings
-from server.db import local_postgres
-from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
+from server.storage.db import local_postgres
 
 
 def progress(message: str) -> None:
@@ -49,7 +50,8 @@ def run_burst(n: int, seed: int = 7) -> dict[str, float | int]:
         settings = Settings(
             service=ServiceSettings(listen="127.0.0.1:0", data_dir=tmp, max_workers=4),
             evidence=EvidenceSettings(allow_networks="127.0.0.0/8", poll_interval_s=0.2))
-        with running_service(settings, url, worker=True) as running:  # the worker beside it, as `jiwoom serve`
+        with running_service(settings, url) as running, \
+                worker_beside_service(settings, running.database_url, running.service):  # as `jiwoom serve`
             tokens = {role: running.store.create_token(f"bench-{role}", role) for role in ("case_system", "crawler")}
             channel = open_channel(f"127.0.0.1:{running.port}")
             case_system = MatcherClient(channel, tokens["case_system"])

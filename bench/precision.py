@@ -42,17 +42,17 @@ from bench.record import machine, publish
 from bench.transforms import CORPUS, TRANSFORMS
 from server.calibration import DEFAULT_PATH, FACE_PRIOR, Calibration, Tail, embedding_space
 from server.config import MatchSettings, Settings
-from server.features import LocalFeatures, MediaFeatures
-from server.library import Library
-from server.matching import Assessor, MatchResult, Thresholds, Verifier, match_library
-from server.service import MATCH_FAMILIES
+from server.inference.features import LocalFeatures, MediaFeatures
+from server.matching.decisions import Assessor, MatchResult, Thresholds, Verifier, match_library
+from server.matching.library import Library
+from server.matching.verify import Outcome, Verdict, local_size, verify
+from server.service import match_families
 from server.signals import SIGNALS, SignalVectors
-from server.verify import Outcome, Verdict, local_size, verify
 
 CHUNK = 400  # images whose bytes are held at once while the cache fills
 # The cached families: local features are left out (cheap, and computed only for the candidates to verify), so
 # the cache's key does not change when they do.
-CACHED_FAMILIES = MATCH_FAMILIES - {"local"}
+CACHED_FAMILIES = match_families() - {"local"}
 
 
 def progress(message: str) -> None:

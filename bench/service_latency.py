@@ -4,8 +4,8 @@
                                               [--grids 3,0] [--out report.md]
 
 For each region grid (3, the default, and 0, no grid windows) it starts the real service
-(`server.app.running_service`) on a throwaway PostgreSQL cluster (`server.db.local_postgres`, system binaries),
-registers N corpus images as references through `clients.matcher.MatcherClient`, then for `--seconds` per
+(`server.app.running_service`) on a throwaway PostgreSQL cluster (`server.storage.db.local_postgres`, system binaries),
+registers N corpus images as references through `jiwoom.api.client.MatcherClient`, then for `--seconds` per
 concurrency level sends `Match` requests from that many client threads: half are transformed copies of
 registered references (they should match), half are transformed corpus images that were not registered. Client
 and server share this machine's cores, as they would on a single-box deployment.
@@ -34,10 +34,10 @@ import numpy as np
 from bench.accuracy import near_duplicate_key, transformed
 from bench.record import machine, publish
 from bench.transforms import CORPUS, TRANSFORMS, encode, load
-from clients.matcher import MatcherClient, open_channel
+from jiwoom.api.client import MatcherClient, open_channel
 from server.app import running_service
 from server.config import ServiceSettings, Settings
-from server.db import local_postgres
+from server.storage.db import local_postgres
 
 WARMUP_REQUESTS = 2  # per concurrency level, not timed: the first calls load models and fill caches
 

@@ -1,9 +1,1 @@
-"""Clients of the matching service: the Matcher client, evidence, notices, the removal monitor and the worker."""
-
-from datetime import timedelta, timezone, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-try:
-    KST: tzinfo = ZoneInfo("Asia/Seoul")  # capture and post times are given in UTC and in Korean time
-except ZoneInfoNotFoundError:  # minimal images without tzdata; Korea has had no DST since 1988
-    KST = timezone(timedelta(hours=9), "KST")
+"""The action side: evidence, notices, the removal monitor, the worker and the officers' console."""

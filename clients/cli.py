@@ -24,7 +24,7 @@ from pathlib import Path
 from psycopg_pool import ConnectionPool
 
 from server.config import Settings, load_settings
-from server.store import Principal, Store, audit
+from server.storage.store import Principal, Store, audit
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -37,7 +37,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 @contextlib.contextmanager
 def _pool(args: argparse.Namespace, settings: Settings, max_size: int = 3) -> Iterator[ConnectionPool]:
     from server.app import database
-    from server.db import open_pool
+    from server.storage.db import open_pool
 
     with database(settings, args.database_url) as url, open_pool(url, max_size=max_size) as pool:
         yield pool
@@ -55,8 +55,8 @@ def _officer(pool: ConnectionPool, args: argparse.Namespace) -> Principal:
 
 
 def worker_command(args: argparse.Namespace) -> int:
-    from clients.matcher import MatcherClient, open_channel
     from clients.worker import Worker
+    from jiwoom.api.client import MatcherClient, open_channel
 
     settings = _settings(args)
     token = settings.monitor.matcher_token
@@ -89,7 +89,7 @@ def worker_command(args: argparse.Namespace) -> int:
 def verify_command(args: argparse.Namespace) -> int:
     from clients.evidence.writer import verify_artefacts
     from clients.worker import open_vault
-    from server import chain
+    from server.storage import chain
 
     settings = _settings(args)
     with _pool(args, settings) as pool, pool.connection() as conn:
@@ -201,8 +201,8 @@ def removals_command(args: argparse.Namespace) -> int:
 def console_command(args: argparse.Namespace) -> int:
     from clients.console.app import Console, create_app, serving
     from clients.evidence.vault import VaultError
-    from clients.matcher import open_channel
     from clients.worker import drafting, open_vault
+    from jiwoom.api.client import open_channel
 
     settings = _settings(args)
     options = settings.console

@@ -22,8 +22,8 @@ from psycopg import Connection
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from clients.web import Fetcher
-from server import chain
+from jiwoom.shared.web import Fetcher
+from server.storage import chain
 
 GONE_STATUSES = frozenset({404, 410, 451})
 DUE_BATCH = 200

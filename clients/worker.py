@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +20,14 @@ from clients.evidence.capture import Browser
 from clients.evidence.vault import Vault, load_master_key
 from clients.evidence.writer import capture_item, enqueue_items, pending_items, record_failure
 from clients.monitor import MatchReferences, check_due
-from clients.notices import Sender, SmtpSettings, load_sites
 from clients.notices.drafts import Drafting, draft_for_item, send_approved
-from clients.web import Fetcher, FetchPolicy
+from clients.notices.mail import Sender, SmtpSettings
+from clients.notices.sites import load_sites
+from jiwoom.shared.web import Fetcher, FetchPolicy
 from server.config import Settings
+from server.service import MatchingService
+from server.storage.db import open_pool
+from server.storage.store import Principal
 
 log = logging.getLogger(__name__)
 CAPTURE_BATCH = 20
@@ -149,3 +154,16 @@ def worker_thread(worker: Worker):  # type: ignore[no-untyped-def]
     finally:
         stop.set()
         thread.join(timeout=60)
+
+
+@contextlib.contextmanager
+def worker_beside_service(settings: Settings, database_url: str, service: MatchingService) -> Iterator[Worker]:
+    """The worker in the service's own process (`jiwoom serve`): removal checks ask the service directly, not
+    over gRPC, under a principal of their own."""
+    monitor = Principal("removal-monitor", "officer")
+
+    def match_references(data: bytes) -> set[int]:
+        return {m.reference_id for m in service.match(monitor, data).matches if m.reference_id}
+
+    with open_pool(database_url, max_size=2) as pool, worker_thread(Worker(settings, pool, match_references)) as w:
+        yield w

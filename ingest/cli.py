@@ -8,10 +8,16 @@ import json
 import logging
 import os
 import signal
-from dataclasses import replace
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from server.config import load_settings
+from psycopg_pool import ConnectionPool
+
+# Given by the composition root (jiwoom.cli): the crawler reaches the service only through the API, so it does
+# not open the service's database or read its tokens itself.
+OpenDatabase = Callable[[str | None, str | None], AbstractContextManager[ConnectionPool]]  # (url, data dir)
+TokenHolder = Callable[[ConnectionPool, str], tuple[str, str] | None]  # token -> (name, role)
 
 
 def _expansion(prompt: str, lexicon_file: str = "", limit: int | None = None):  # type: ignore[no-untyped-def]
@@ -33,13 +39,10 @@ def keywords_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def crawl_command(args: argparse.Namespace) -> int:
+def crawl_command(args: argparse.Namespace, open_database: OpenDatabase, token_holder: TokenHolder) -> int:
     from ingest.config import ConfigError, load_config
     from ingest.crawler import Crawl, author_activity, media_spread, start_job
     from ingest.stream import MatchStreamer
-    from server.app import database
-    from server.db import open_pool
-    from server.store import Store
 
     try:
         config = load_config(Path(args.config))
@@ -49,17 +52,14 @@ def crawl_command(args: argparse.Namespace) -> int:
     if not token:
         raise SystemExit(f"the crawler streams to the Matcher with a crawler token: set ${config.token_env}"
                          " (jiwoom token --role crawler --name crawler-1)")
-    settings = load_settings()
-    if args.data_dir:
-        settings = replace(settings, service=replace(settings.service, data_dir=args.data_dir))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     expansion, normaliser = _expansion(config.prompt, config.lexicon)
-    with database(settings, args.database_url) as url, open_pool(url, max_size=4) as pool:
-        who = Store(pool).principal(token)
-        if who is None or who.role not in ("crawler", "admin"):
+    with open_database(args.database_url, args.data_dir) as pool:
+        holder = token_holder(pool, token)
+        if holder is None or holder[1] not in ("crawler", "admin"):
             raise SystemExit(f"${config.token_env} is not a crawler's token")
         with pool.connection() as conn:
-            resumed = start_job(conn, config, expansion, who.name)
+            resumed = start_job(conn, config, expansion, holder[0])
         print(f"crawl job {config.job}: {'resumed' if resumed else 'started'}; {len(expansion.keywords)} keywords,"
               f" minors: {expansion.concerns_minors}", flush=True)
 
@@ -82,12 +82,13 @@ def crawl_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+                 open_database: OpenDatabase, token_holder: TokenHolder) -> None:
     crawl = commands.add_parser("crawl", help="run or resume a crawl job from its YAML config")
     crawl.add_argument("config", help="the job's YAML file (see ingest/config.py and ingest/crawl.example.yaml)")
     crawl.add_argument("--database-url", help="PostgreSQL conninfo (default $DATABASE_URL, else embedded)")
     crawl.add_argument("--data-dir", help="data directory of the embedded PostgreSQL")
-    crawl.set_defaults(run=crawl_command)
+    crawl.set_defaults(run=lambda args: crawl_command(args, open_database, token_holder))
     keywords = commands.add_parser("keywords", help="expand an officer's prompt into ranked keywords")
     keywords.add_argument("prompt")
     keywords.add_argument("--lexicon", help="an extra lexicon YAML file")

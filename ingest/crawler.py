@@ -5,7 +5,7 @@ finished ('done', 'failed') in the same transaction that records what it gave (p
 leaves some rows 'fetching'; the next run of the same job puts them back to 'pending' and goes on, so finished
 pages are never fetched again.
 
-Fetches go through clients/web.py (private, loopback and link-local addresses refused at connect time unless
+Fetches go through jiwoom/shared/web.py (private, loopback and link-local addresses refused at connect time unless
 allow-listed; byte, time and redirect limits), with a per-host concurrency and spacing on top. Only the seeds'
 hosts and hosts a search endpoint returned are followed.
 """
@@ -27,13 +27,13 @@ from psycopg import Connection
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from clients.web import Fetcher, FetchError, FetchPolicy, FetchRefused, site_of
 from ingest.config import CrawlConfig
 from ingest.extract import Page, Post, SiteSelectors, extract_page
 from ingest.keywords import Expansion, score_text
 from ingest.normalise import Normaliser
 from ingest.stream import MatchStreamer, StreamFailed
-from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
+from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
+from jiwoom.shared.web import Fetcher, FetchError, FetchPolicy, FetchRefused, site_of
 
 log = logging.getLogger(__name__)
 USER_AGENT = "jiwoom-crawler/0.1 (+victim-support takedown crawler)"

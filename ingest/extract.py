@@ -19,8 +19,8 @@ from urllib.parse import parse_qsl, urldefrag, urljoin, urlsplit
 import lxml.html
 from lxml import etree
 
-from clients import KST
 from ingest.times import parse_post_time
+from jiwoom.shared.times import KST
 
 log = logging.getLogger(__name__)
 

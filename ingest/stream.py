@@ -14,11 +14,11 @@ from types import TracebackType
 
 import grpc
 
-from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
-from server.proto_gen.jiwoom.v1 import matcher_pb2_grpc as pb_grpc
+from jiwoom.api.client import open_aio_channel
+from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
+from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class StreamFailed(Exception):
@@ -27,13 +27,7 @@ class StreamFailed(Exception):
 
 class MatchStreamer:
     def __init__(self, target: str, token: str, *, tls_ca: Path | None = None, timeout_s: float = 120.0) -> None:
-        options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-        if tls_ca is not None:
-            credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
-            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
-        else:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
+        self._channel = open_aio_channel(target, tls_ca=tls_ca)
         self._stub = pb_grpc.MatcherStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout_s = timeout_s

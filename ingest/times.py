@@ -9,7 +9,7 @@ import re
 import unicodedata
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 
-from clients import KST
+from jiwoom.shared.times import KST
 
 FUTURE_SLACK = timedelta(days=1)  # a board clock or zone a little ahead is plausible; further ahead is a misparse
 CLOCK_SKEW = timedelta(minutes=10)  # "14:03" up to this far ahead of now is today (skewed clock), beyond: yesterday

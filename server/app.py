@@ -9,18 +9,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import grpc
 
 from server.config import Settings
-from server.db import local_postgres, migrate, open_pool
-from server.grpc_service import build_server
+from server.index import one_search_thread
 from server.inference import make_inference
+from server.rpc.servicer import build_server
 from server.service import MatchingService
-from server.store import Principal, Store
+from server.storage.db import local_postgres, migrate, open_pool
+from server.storage.store import Store
 
 log = logging.getLogger(__name__)
-STOP_GRACE_S = 10.0  # in-flight calls get this long to finish on shutdown
 
 
 @dataclass(frozen=True)
@@ -50,13 +49,9 @@ def database(settings: Settings, database_url: str | None = None) -> Iterator[st
 
 
 @contextlib.contextmanager
-def running_service(settings: Settings, database_url: str | None = None, *, worker: bool = False
-                    ) -> Iterator[Running]:
-    """The service, started and serving; stopped in reverse order (gRPC, snapshots, models, pool, database).
-    With `worker`, the action worker (evidence, notices, removal checks: clients/worker.py) runs beside it."""
-    # One OpenMP thread per search: requests already run in parallel on the gRPC workers, and FAISS's threads
-    # on top of them oversubscribe the cores (measured: single queries several times slower; bench/RESULTS.md).
-    faiss.omp_set_num_threads(1)
+def running_service(settings: Settings, database_url: str | None = None) -> Iterator[Running]:
+    """The service, started and serving; stopped in reverse order (gRPC, snapshots, models, pool, database)."""
+    one_search_thread()
     if settings.index.backend == "torch":
         import torch
 
@@ -75,17 +70,6 @@ def running_service(settings: Settings, database_url: str | None = None, *, work
         service = MatchingService(settings, inference, store, snapshots)
         service.start()
         stack.callback(service.stop)
-        server, port = build_server(service, settings)
-        stack.callback(lambda: server.stop(STOP_GRACE_S).wait())
-        if worker:
-            from clients.worker import Worker, worker_thread
-
-            monitor = Principal("removal-monitor", "officer")
-
-            def match_references(data: bytes) -> set[int]:
-                return {m.reference_id for m in service.match(monitor, data).matches if m.reference_id}
-
-            worker_pool = open_pool(url, max_size=2)
-            stack.callback(worker_pool.close)
-            stack.enter_context(worker_thread(Worker(settings, worker_pool, match_references)))
-        yield Running(service, server, port, store, url)
+        serving = build_server(service, settings)
+        stack.callback(serving.stop, settings.service.shutdown_notice_s, settings.service.shutdown_grace_s)
+        yield Running(service, serving.server, serving.port, store, url)

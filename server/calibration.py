@@ -12,7 +12,7 @@ chances, so the same threshold that is safe at 300 references matches something 
    log10 P = intercept + slope * s from where one unrelated reference in a thousand scores that close. The
    expected number of false matches of a score is then `E = references * P(s)`.
 3. **A target per query**: a match is kept when E <= `false_matches_per_query`, or when E <= `verify_up_to` and
-   geometric verification (`server.verify`) passes; a verified match's E is multiplied by the verifier's
+   geometric verification (`server.matching.verify`) passes; a verified match's E is multiplied by the verifier's
    measured false-pass rate. Faces cannot be verified by geometry (another photo of the same person is a
    match): they are kept up to `face_up_to`, with a tail from dlib's published figures (`FACE_PRIOR`).
    `p_false = 1 - exp(-E)` is the confidence the API, the console and reports show.
@@ -74,8 +74,9 @@ class Calibration:
         kth = np.partition(similarity, -self.background_k, axis=1)[:, -self.background_k]
         return kth.astype(np.float32)
 
-    def expected_false(self, signal: str, score: float, references: int) -> float:
-        tail = self.tails.get(signal)
+    def expected_false(self, signal: str, score: float, references: int, prior: Tail | None = None) -> float:
+        """`prior`: the signal's own tail, where this file has none fitted (a signal without either never passes)."""
+        tail = self.tails.get(signal, prior)
         if tail is None:
             return math.inf
         return references * tail.p_one(score)

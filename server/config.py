@@ -85,12 +85,13 @@ class MatchSettings:
 
 @dataclass(frozen=True)
 class IndexSettings:
-    """Which index holds the embedding and face vectors (`server.index_base.vector_index`); PDQ codes are always
+    """Which index holds the embedding and face vectors (`server.index.vector_index`); PDQ codes are always
     FAISS's BinaryIndex (on the GPU iff faiss sees one, unless `device` is "cpu").
 
-    "faiss": `server.index.VectorIndex`, exact Flat unless `embedding_factory` names another FAISS factory (faces
+    "faiss": `server.index.faiss_index.VectorIndex`, exact Flat unless `embedding_factory` names another FAISS
+    factory (faces
     stay Flat). A factory that needs training (IVF*, PQ) starts as exact Flat and is trained on the stored vectors
-    once there are enough of them (`Library.train_pending`, at service start). "torch": `server.exact_index`,
+    once there are enough of them (`Library.train_pending`, at service start). "torch": `server.index.exact`,
     exact search as a matrix product and top-k on CUDA or CPU, no faiss needed."""
 
     backend: str = "faiss"  # "faiss" or "torch"
@@ -99,7 +100,7 @@ class IndexSettings:
     device: str = "auto"
     embedding_factory: str = "Flat"  # faiss: e.g. "IVF4096,PQ64" (CPU or faiss-gpu), "IVF4096,Flat" (faiss-gpu)
     nprobe: int = 32  # faiss IVF lists visited per query
-    torch_dtype: str = "auto"  # "float16", "float32"; "auto": float16 on CUDA, float32 on CPU (see exact_index)
+    torch_dtype: str = "auto"  # "float16", "float32"; "auto": float16 on CUDA, float32 on CPU (see server.index.exact)
     memory_budget_bytes: int = 0  # torch: cap on each index's stored vectors, adds beyond it are refused; 0: none
     # (adds are still refused, not run out of memory, when the device's free memory is short)
     workspace_bytes: int = 256 * 1024 * 1024  # torch: score matrix of one search step
@@ -129,6 +130,10 @@ class ServiceSettings:
     stream_max_open_items: int = 8  # items with frames still arriving, per stream
     stream_max_frame_bytes: int = 8 * 1024 * 1024
     snapshot_interval_s: float = 300.0  # index snapshots: at most this old at a crash, so restarts re-read little
+    # on shutdown, health says NOT_SERVING this long before new calls are refused and in-flight ones drain: set
+    # it above a load balancer's health-check interval so it stops sending calls first
+    shutdown_notice_s: float = 0.0
+    shutdown_grace_s: float = 10.0  # in-flight calls get this long to finish on shutdown
     tls_cert: str = ""  # PEM paths; both set = TLS
     tls_key: str = ""
 

@@ -1,6 +1,6 @@
 """Decoding and frame sampling of untrusted media bytes.
 
-Everything here runs on bytes from outside, so every failure leaves as a `server.errors.MediaError` subclass
+Everything here runs on bytes from outside, so every failure leaves as a `jiwoom.api.errors.MediaError` subclass
 with a message that is safe to show the caller. Limits come from `MediaLimits` and are checked as early as the
 bytes allow: size before parsing, pixels from the header before decoding, duration from the container before
 demuxing (and again on every decoded frame, for containers that do not declare it or lie about it).
@@ -36,8 +36,7 @@ from av.codec.hwaccel import HWAccel
 from av.video.reformatter import VideoReformatter
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from server.config import MediaLimits
-from server.errors import (
+from jiwoom.api.errors import (
     CorruptMedia,
     DecodeTimeout,
     MediaError,
@@ -45,6 +44,7 @@ from server.errors import (
     NoVideoStream,
     UnsupportedMedia,
 )
+from server.config import MediaLimits
 
 __all__ = ["IMAGE_FORMATS", "VIDEO_FORMATS", "DecodedMedia", "decode_media", "sniff_format"]
 

@@ -46,7 +46,7 @@ def inference() -> Iterator[Inference]:
 
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from server.db import local_postgres
+    from server.storage.db import local_postgres
 
     with local_postgres(tmp_path_factory.mktemp("postgres"), binaries="system") as conninfo:
         yield conninfo
@@ -121,7 +121,7 @@ class ActionDesk:
     running: Any  # server.app.Running
     channel: Any  # grpc.Channel
     tokens: dict[str, str]
-    clients: dict[str, Any]  # role -> clients.matcher.MatcherClient
+    clients: dict[str, Any]  # role -> jiwoom.api.client.MatcherClient
     worker: Any  # clients.worker.Worker
     mailbox: Mailbox
 
@@ -130,11 +130,11 @@ class ActionDesk:
 def action_desk(postgres_server: str, data_dir: Path) -> Iterator[ActionDesk]:
     from aiosmtpd.controller import Controller
 
-    from clients.matcher import MatcherClient, open_channel
     from clients.worker import Worker
+    from jiwoom.api.client import MatcherClient, open_channel
     from server.app import running_service
     from server.config import EvidenceSettings, MonitorSettings, NoticeSettings, ServiceSettings
-    from server.store import ROLES
+    from server.storage.store import ROLES
 
     mailbox = Mailbox()
     smtp_port = free_port()  # aiosmtpd's Controller(port=0) does not work

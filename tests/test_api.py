@@ -3,8 +3,11 @@ snapshots with the database."""
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -13,12 +16,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.config import ServiceSettings, Settings
-from server.db import migrate, open_pool
-from server.features import FrameFeatures, MediaFeatures, Region
-from server.grpc_service import build_server
+from server.inference.features import FrameFeatures, MediaFeatures, Region
+from server.rpc.servicer import Serving, build_server
 from server.service import MatchingService
 from server.signals import SIGNALS
-from server.store import MediaSummary, Principal, Store
+from server.storage.db import migrate, open_pool
+from server.storage.store import MediaSummary, Principal, Store
 from tests.conftest import fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +30,7 @@ ADMIN = Principal("test", "admin")
 
 def test_generated_code_is_current(tmp_path: Path) -> None:
     subprocess.run([str(ROOT / "scripts" / "gen-proto"), str(tmp_path)], check=True, cwd=ROOT)
-    committed = ROOT / "server" / "proto_gen" / "jiwoom" / "v1"
+    committed = ROOT / "jiwoom" / "api" / "proto_gen" / "jiwoom" / "v1"
     fresh = tmp_path / "jiwoom" / "v1"
     names = sorted(p.name for p in fresh.glob("*.py*"))
     _, mismatch, errors = filecmp.cmpfiles(committed, fresh, names, shallow=False)
@@ -77,8 +80,24 @@ def test_restart_reconciles_the_snapshot_with_the_database(postgres_server: str,
             added, _ = store.add_reference(ADMIN, "case", MediaSummary("image", b"\x09" * 32), stored_vectors(9))
             service = started()
             assert service.libraries["references"].owners() == {*ids[1:], added}
-            assert service._reference_cases[added] == "case"
+            assert service.cases.case_of_reference(added) == "case"
             service.stop()
+
+
+@contextlib.contextmanager
+def bare_server(postgres_server: str, settings: Settings) -> Iterator[Serving]:
+    """The gRPC server over a started service with no models, on a fresh database."""
+    with fresh_database(postgres_server) as url:
+        migrate(url)
+        with open_pool(url, max_size=2) as pool:
+            service = MatchingService(settings, NoInference(), Store(pool), None)  # type: ignore[arg-type]
+            service.start()
+            serving = build_server(service, settings)
+            try:
+                yield serving
+            finally:
+                serving.stop(0, 0)
+                service.stop()
 
 
 def test_tls_is_one_setting_away(postgres_server: str, tmp_path: Path) -> None:
@@ -87,20 +106,27 @@ def test_tls_is_one_setting_away(postgres_server: str, tmp_path: Path) -> None:
                     str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
                    check=True, capture_output=True)
     settings = Settings(service=ServiceSettings(listen="127.0.0.1:0", tls_cert=str(cert), tls_key=str(key)))
-    with fresh_database(postgres_server) as url:
-        migrate(url)
-        with open_pool(url, max_size=2) as pool:
-            service = MatchingService(settings, NoInference(), Store(pool), None)  # type: ignore[arg-type]
-            service.start()
-            server, port = build_server(service, settings)
-            try:
-                credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
-                options = [("grpc.ssl_target_name_override", "localhost")]
-                with grpc.secure_channel(f"127.0.0.1:{port}", credentials, options=options) as channel:
-                    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-                    assert reply.status == health_pb2.HealthCheckResponse.SERVING
-                with grpc.insecure_channel(f"127.0.0.1:{port}") as plain, pytest.raises(grpc.RpcError):
-                    health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=3)
-            finally:
-                server.stop(0).wait()
-                service.stop()
+    with bare_server(postgres_server, settings) as serving:
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        options = [("grpc.ssl_target_name_override", "localhost")]
+        with grpc.secure_channel(f"127.0.0.1:{serving.port}", credentials, options=options) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with grpc.insecure_channel(f"127.0.0.1:{serving.port}") as plain, pytest.raises(grpc.RpcError):
+            health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=3)
+
+def test_health_goes_not_serving_before_shutdown_refuses_calls(postgres_server: str) -> None:
+    with bare_server(postgres_server, Settings(service=ServiceSettings(listen="127.0.0.1:0"))) as serving, \
+            grpc.insecure_channel(f"127.0.0.1:{serving.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service="jiwoom.v1.Matcher")
+        watch = health.Watch(request, timeout=30)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        stopping = threading.Thread(target=serving.stop, args=(1.5, 5.0))
+        stopping.start()
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        # Still answering during the notice: a load balancer's check sees NOT_SERVING, not an error.
+        assert health.Check(request, timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        stopping.join(timeout=30)
+        with pytest.raises(grpc.RpcError):
+            health.Check(request, timeout=3)

@@ -22,7 +22,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from bench.fixture_site import FixtureSite, korean_post_page
 from clients.evidence.capture import PNG_SIGNATURE, Browser, BrowserError, Screenshot, build_warc
-from clients.web import (
+from jiwoom.shared.web import (
     Fetched,
     Fetcher,
     FetchPolicy,

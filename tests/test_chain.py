@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from clients.evidence.vault import Vault, VaultError, artefact_context, decrypt, encrypt, load_master_key
-from server import chain
-from server.db import migrate
+from server.storage import chain
+from server.storage.db import migrate
 
 
 @pytest.fixture

@@ -41,10 +41,10 @@ from bench import transforms
 from bench.fixture_site import FixtureSite
 from clients.console.app import Console, create_app, serving
 from clients.evidence.capture import Browser
-from clients.matcher import MatcherClient
 from clients.worker import Worker, drafting, open_vault
-from server.db import open_pool
-from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
+from jiwoom.api.client import MatcherClient
+from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
+from server.storage.db import open_pool
 from tests.conftest import ASTRONAUT, GRACE_HOPPER, Mailbox, action_desk, free_port, publish_post
 from tests.media_samples import encode_video
 
@@ -519,7 +519,7 @@ def test_sessions_and_forms_are_guarded(desk: Desk) -> None:
 def test_the_console_command_serves_until_stopped(database_url: str, tmp_path: Path) -> None:
     key = tmp_path / "evidence.key"
     port = free_port()
-    command = [sys.executable, "-m", "server.cli", "console", "--database-url", database_url, "--data-dir",
+    command = [sys.executable, "-m", "jiwoom.cli", "console", "--database-url", database_url, "--data-dir",
                str(tmp_path), "--listen", f"127.0.0.1:{port}"]
     env = {**os.environ, "JIWOOM_EVIDENCE_KEY_FILE": str(key)}
     refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120)

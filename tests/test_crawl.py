@@ -24,7 +24,7 @@ import yaml
 from bench import transforms
 from bench.fixture_boards import Planted, plant_boards
 from bench.fixture_site import FixtureSite
-from clients.matcher import MatcherClient, open_channel
+from jiwoom.api.client import MatcherClient, open_channel
 from server.app import running_service
 from server.config import ServiceSettings, Settings
 from tests.conftest import fresh_database, publish_post
@@ -52,7 +52,7 @@ class World:
 
     def crawl(self) -> subprocess.Popen[bytes]:
         with open(self.log, "ab") as out:
-            return subprocess.Popen([sys.executable, "-m", "server.cli", "crawl", str(self.config), "--database-url",
+            return subprocess.Popen([sys.executable, "-m", "jiwoom.cli", "crawl", str(self.config), "--database-url",
                                      self.database_url], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -136,7 +136,7 @@ def test_hostile_pages_are_survived_and_the_private_address_never_contacted(worl
     for name in ("huge_image_page", "truncated_jpeg_page", "private_page", "garbage_page", "many_links_page"):
         assert outcome(name)[0] == "done", (name, outcome(name))
     # The private address: the image on the page, and the same-site redirects that lead there, are refused
-    # before any connection (clients/web.py checks every hop); nothing from it was ever streamed.
+    # before any connection (jiwoom/shared/web.py checks every hop); nothing from it was ever streamed.
     for url in [*world.planted.private_urls, world.planted.hostile["private_image_redirect"]]:
         for state, error in world.sql("select state, error from crawl_frontier where url = %s", (url,)):
             assert state == "failed" and "refused" in error, (url, state, error)

@@ -1,4 +1,4 @@
-"""server.db against real PostgreSQL: the local cluster (system 15 and embedded 18), migrations and the pool."""
+"""server.storage.db against real PostgreSQL: the local cluster (system 15 and embedded 18), migrations and the pool."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from server.db import local_postgres, migrate, open_pool
+from server.storage.db import local_postgres, migrate, open_pool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def test_second_start_on_a_running_cluster_is_refused(cluster_dir: Path) -> None
 def test_a_second_process_shares_a_running_cluster(cluster_dir: Path) -> None:
     """`jiwoom token` or `jiwoom notice` beside a running `jiwoom serve`: they attach and leave it running."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from server.db import local_postgres\n"
+        [sys.executable, "-c", "import sys; from server.storage.db import local_postgres\n"
          f"with local_postgres({str(cluster_dir)!r}, binaries='system') as url:\n"
          "    print(url, flush=True); sys.stdin.read()"],
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -127,7 +127,7 @@ def test_start_after_the_service_was_sigkilled(cluster_dir: Path) -> None:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from server.db import local_postgres\n"
+        "from server.storage.db import local_postgres\n"
         "with local_postgres(Path(sys.argv[1]), binaries='system'):\n"
         "    print('up', flush=True)\n"
         "    time.sleep(60)\n"

@@ -18,10 +18,10 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.matcher import MatcherClient, open_channel
-from server.db import migrate, open_pool
-from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
-from server.store import Store
+from jiwoom.api.client import MatcherClient, open_channel
+from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
+from server.storage.db import migrate, open_pool
+from server.storage.store import Store
 from tests.conftest import free_port, fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def serve(url: str, data_dir: Path, port: int, log: Path) -> Iterator[subprocess
     env = {**os.environ, "JIWOOM_SERVICE_SNAPSHOT_INTERVAL_S": "1"}  # snapshots happen while registering
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--database-url", url, "--data-dir", str(data_dir),
+            [sys.executable, "-m", "jiwoom.cli", "serve", "--database-url", url, "--data-dir", str(data_dir),
              "--listen", f"127.0.0.1:{port}"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         channel = open_channel(f"127.0.0.1:{port}")

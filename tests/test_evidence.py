@@ -29,12 +29,12 @@ from bench import transforms
 from bench.fixture_site import FixtureSite
 from clients.evidence.reports import hwpx_report, pdf_report
 from clients.evidence.writer import read_artefact, report_items, verify_artefacts
-from clients.matcher import MatcherClient
 from clients.monitor import removal_chart_svg, removal_csv, removal_report
 from clients.worker import Worker
-from server import chain
-from server.cli import main as jiwoom
-from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
+from jiwoom.api.client import MatcherClient
+from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
+from jiwoom.cli import main as jiwoom
+from server.storage import chain
 from tests.conftest import ASTRONAUT, POST_TITLE, Mailbox, action_desk
 from tests.conftest import publish_post as post
 

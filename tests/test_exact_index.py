@@ -1,4 +1,4 @@
-"""server.exact_index (PyTorch exact k-NN) against FAISS's exact Flat index, and backend selection by IndexSettings.
+"""server.index.exact (PyTorch exact k-NN) against FAISS's exact Flat index, and backend selection by IndexSettings.
 
 Everything runs on CPU. The CUDA path differs only in its device and its float16 products; the latter are forced
 on CPU here (`_compute`), so the arithmetic the GPU runs (float16 product, float32 re-scoring) is tested too.
@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from server.config import IndexSettings, load_settings
-from server.exact_index import ExactIndex
-from server.index import VectorIndex
-from server.index_base import VectorHits, VectorSearch, vector_index
-from server.library import Library
+from server.index import vector_index
+from server.index.base import VectorHits, VectorSearch
+from server.index.exact import ExactIndex
+from server.index.faiss_index import VectorIndex
+from server.matching.library import Library
 from server.signals import SignalVectors
 from tests.conftest import add_remove_search_concurrently
 from tests.test_index import brute_force, clustered, fill, normalised
@@ -335,13 +336,14 @@ def test_library_on_the_torch_backend(tmp_path: Path) -> None:
 
 
 def test_exact_index_and_bench_import_without_faiss() -> None:
-    """The GPU machine has torch and no faiss (nor tritonclient): the exact index, backend selection and the index
-    benchmark must import there."""
+    """The GPU machine has torch and no faiss (nor tritonclient): the exact index, backend selection, the index
+    benchmark and the service itself must import there (only PDQ's binary index needs faiss, when it is made)."""
     code = ("import sys; sys.modules['faiss'] = sys.modules['tritonclient'] = None\n"
             "import numpy as np\n"
             "from server.config import IndexSettings\n"
-            "from server.index_base import vector_index\n"
+            "from server.index import vector_index\n"
             "import bench.index_scale\n"
+            "import server.app, server.matching.library, server.service, jiwoom.cli\n"
             "index = vector_index(4, 'ip', IndexSettings(backend='torch', device='cpu'))\n"
             "index.add(1, np.eye(4, dtype=np.float32))\n"
             "assert index.search(np.eye(4, dtype=np.float32), 1).owners.ravel().tolist() == [1] * 4\n"

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from clients import KST
 from ingest.extract import MAX_LINKS, MAX_MEDIA, Page, SiteSelectors, extract_page
 from ingest.times import parse_post_time
+from jiwoom.shared.times import KST
 
 NOW = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)  # 15:00 KST, a Saturday
 

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from bench import transforms as tf
-from server.errors import InvalidInput
-from server.features import FrameFeatures
+from jiwoom.api.errors import InvalidInput
 from server.inference import Inference
+from server.inference.features import FrameFeatures
 from server.models.pdq import QUALITY_FLOOR, hamming
 from tests.conftest import ASTRONAUT, GRACE_HOPPER
 

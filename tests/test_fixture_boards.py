@@ -24,7 +24,7 @@ from PIL import Image
 
 from bench.fixture_boards import HUGE_BYTES, MANY_LINKS, Planted, PlantedCopy, plant_boards
 from bench.fixture_site import FixtureSite
-from clients import KST
+from jiwoom.shared.times import KST
 
 NOW = datetime(2026, 11, 21, 5, 33, 17, 250_000, tzinfo=UTC)
 

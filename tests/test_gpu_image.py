@@ -24,7 +24,7 @@ import skimage.data
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from server.model_repo import DEFAULT_REPOSITORY, load_repository
+from server.inference.model_repo import DEFAULT_REPOSITORY, load_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_REPOSITORY = ROOT / "model_repo_gpu"

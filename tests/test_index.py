@@ -1,6 +1,6 @@
-"""server.index against brute force numpy: exactness, removal by owner, tombstones, snapshots, concurrency.
+"""server.index.faiss_index against brute force numpy: exactness, removal by owner, tombstones, snapshots, concurrency.
 
-Everything runs on CPU; the GPU branches of server.index cannot run here (no GPU, faiss-cpu).
+Everything runs on CPU; the GPU branches of server.index.faiss_index cannot run here (no GPU, faiss-cpu).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pdqhash
 import pytest
 
-from server.index import (
+from server.index.faiss_index import (
     MAX_LOCAL,
     BinaryIndex,
     VectorIndex,
@@ -419,7 +419,7 @@ def test_library_serves_flat_until_it_can_train_ivf(tmp_path: Path) -> None:
     """A trainable factory starts as an exact Flat stand-in, is trained once enough vectors are stored, and its
     snapshot reloads as the trained index; a snapshot of other settings is refused (rebuilt from the database)."""
     from server.config import IndexSettings, MatchSettings
-    from server.library import Library
+    from server.matching.library import Library
     from server.signals import SignalVectors
 
     settings = IndexSettings(device="cpu", embedding_factory="IVF16,Flat", nprobe=16)

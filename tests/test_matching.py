@@ -5,16 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from server.config import MatchSettings
-from server.features import Face, FrameFeatures, MediaFeatures
-from server.matching import (
-    Thresholds,
-    benign_frames,
-    benign_frames_by_case,
-    decide,
-    face_reports,
-    redecide_cases,
-    segments,
-)
+from server.inference.features import Face, FrameFeatures, MediaFeatures
+from server.matching.decisions import Thresholds, decide, redecide_cases
+from server.matching.negative_bank import benign_frames, benign_frames_by_case
+from server.matching.segments import segments
+from server.matching.youth import face_reports
 from server.signals import Hits, SignalVectors, whole_frames
 
 SETTINGS = MatchSettings()

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageChops, ImageFile, ImageOps
 
-from server.config import MediaLimits
-from server.errors import (
+from jiwoom.api.errors import (
     CorruptMedia,
     DecodeTimeout,
     MediaError,
@@ -26,6 +25,7 @@ from server.errors import (
     NoVideoStream,
     UnsupportedMedia,
 )
+from server.config import MediaLimits
 from server.media import DecodedMedia, decode_media, sniff_format
 from tests.media_samples import encode_video, png_bomb, png_chunk
 

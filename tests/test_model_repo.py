@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.model_repo import DEFAULT_REPOSITORY, load_repository, load_spec
+from server.inference.model_repo import DEFAULT_REPOSITORY, load_repository, load_spec
 from server.models import MODEL_CLASSES
 
 SPECS = load_repository(DEFAULT_REPOSITORY)
@@ -52,7 +52,7 @@ def test_triton_gpu_instances_run_on_the_device_triton_gives_them():
 
     import torch
 
-    from server.triton_python import TritonPythonModel
+    from server.inference.triton_python import TritonPythonModel
 
     config = {"name": "age_head", "input": [], "output": [],
               "parameters": {"runtime": {"string_value": "torch"}, "torch_device": {"string_value": "cuda"}}}

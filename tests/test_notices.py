@@ -16,26 +16,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope
 
-from clients.notices import (
-    LANGUAGES,
-    TEMPLATES_DIR,
-    MailError,
-    NoticeItem,
-    Sender,
-    Site,
-    SmtpSettings,
-    available_languages,
-    choose_contact,
-    contact_from_security_txt,
-    contacts_from_page,
-    guess_language,
-    jurisdiction,
-    load_sites,
-    new_message_id,
-    render_notice,
-    send_mail,
-    site_for,
-)
+from clients.notices.contacts import choose_contact, contact_from_security_txt, contacts_from_page
+from clients.notices.language import guess_language
+from clients.notices.mail import MailError, Sender, SmtpSettings, new_message_id, send_mail
+from clients.notices.render import NoticeItem, render_notice
+from clients.notices.sites import Site, jurisdiction, load_sites, site_for
+from clients.notices.template_files import LANGUAGES, TEMPLATES_DIR, available_languages
 from tests.conftest import free_port
 
 EXAMPLE_SITES = Path(__file__).resolve().parents[1] / "clients" / "notices" / "sites.example.yaml"

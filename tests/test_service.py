@@ -22,13 +22,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
 from bench import transforms
-from clients.matcher import MatcherClient, open_channel
+from jiwoom.api.client import MatcherClient, open_channel
+from jiwoom.api.errors import InferenceUnavailable
+from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.app import Running, running_service
 from server.config import ServiceSettings, Settings
-from server.errors import InferenceUnavailable
-from server.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.service import MatchingService
-from server.store import ROLES, Principal
+from server.storage.store import ROLES, Principal
 from tests.conftest import ASTRONAUT, fresh_database
 
 REFERENCES = ["img_0010.jpg", "img_0050.jpg", "img_0100.jpg", ASTRONAUT]
@@ -303,6 +303,8 @@ def test_bad_requests_get_a_clear_status(served: Served, corpus: Path) -> None:
         (lambda: client.register_reference("c", pdq_hashes=["abc"]), "PDQ"),
         (lambda: client.register_reference("c"), "PDQ hashes"),
         (lambda: client.forget_reference(987654321), "no reference"),
+        (lambda: client.forget_case(""), "case_id is required"),
+        (lambda: client.configure_case("c", pb.Thresholds(by_signal={"pdq": 3.0}, pdq_max_distance=4)), "disagree"),
         (lambda: client.configure_case("c", pb.Thresholds(pdq_max_distance=200)), "pdq_max_distance"),
         (lambda: client.mark_benign(sighting_id=987654321), "no sighting"),
     ]
@@ -501,14 +503,14 @@ def test_stop_drains_media_work_then_refuses_new_work(served: Served) -> None:
     entered, outcome = threading.Event(), {}
 
     def in_flight() -> None:
-        with service._working(None):
+        with service.slots.hold(None):
             entered.set()
             time.sleep(1.0)
             outcome["in_flight"] = "finished"
 
     def waiting() -> None:
         try:
-            with service._working(None):  # no deadline: only stop() can end this wait
+            with service.slots.hold(None):  # no deadline: only stop() can end this wait
                 outcome["waiting"] = "ran"
         except InferenceUnavailable as error:
             outcome["waiting"] = str(error)
@@ -523,5 +525,5 @@ def test_stop_drains_media_work_then_refuses_new_work(served: Served) -> None:
     assert outcome["in_flight"] == "finished" and time.monotonic() - started >= 0.5
     second.join(timeout=5)
     assert not second.is_alive() and outcome["waiting"] == "the service is stopping"
-    with pytest.raises(InferenceUnavailable), service._working(time.monotonic() + 60):
+    with pytest.raises(InferenceUnavailable), service.slots.hold(time.monotonic() + 60):
         pass

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from bench import transforms as tf
-from server.errors import CorruptMedia, InvalidInput, MediaTooLarge, UnsupportedMedia
-from server.features import ALL_FAMILIES, MediaFeatures
+from jiwoom.api.errors import CorruptMedia, InvalidInput, MediaTooLarge, UnsupportedMedia
+from jiwoom.triton_launcher import start_triton
 from server.inference import Inference
+from server.inference.features import ALL_FAMILIES, MediaFeatures
+from server.inference.model_repo import DEFAULT_REPOSITORY
 from server.inference.triton import TritonInference
-from server.model_repo import DEFAULT_REPOSITORY
-from server.triton_launcher import start_triton
 from tests.conftest import ASTRONAUT
 from tests.media_samples import png_bomb
 

@@ -1,4 +1,4 @@
-"""server.triton_launcher against the real tritonserver bundled in nvidia-pytriton.
+"""jiwoom.triton_launcher against the real tritonserver bundled in nvidia-pytriton.
 
 Each test builds a tiny python-backend model repository in tmp_path: ``add_one`` (FP32 [-1] -> +1),
 ``byte_len`` (BYTES [1] -> its length as INT64, and as FP32 for chaining) and two ensembles over them.
@@ -18,7 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from server.triton_launcher import REPO_ROOT, TritonServer, process_group_members, start_triton
+from jiwoom.triton_launcher import REPO_ROOT, TritonServer, process_group_members, start_triton
 
 pytestmark = [
     pytest.mark.triton,

@@ -1,5 +1,5 @@
-"""Geometric verification (server.verify) on real ORB features, and the calibrated decision (server.calibration,
-server.matching.Assessor)."""
+"""Geometric verification (server.matching.verify) on real ORB features, and the calibrated decision
+(server.calibration, server.matching.decisions.Assessor)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from bench import transforms
 from bench.accuracy import transformed
 from server.calibration import Calibration, Tail, odds, p_false
 from server.config import MatchSettings
-from server.features import LocalFeatures, MediaFeatures
 from server.inference import Inference
-from server.matching import Assessor, MatchResult
+from server.inference.features import LocalFeatures, MediaFeatures
+from server.matching.decisions import Assessor, MatchResult
+from server.matching.verify import Outcome, Verdict, local_size, verify
 from server.models.local_features import spread
-from server.verify import Outcome, Verdict, local_size, verify
 
 LOCAL = frozenset({"local"})
 
@@ -199,8 +199,8 @@ def test_screens_match_no_screen_reference_and_captioned_copies_match_at_ten_tho
     screenshot is found far less often at that size: bench/RESULTS.md.)"""
     from bench import screens
     from server.calibration import DEFAULT_PATH
-    from server.library import Library
-    from server.matching import Thresholds, match_library
+    from server.matching.decisions import Thresholds, match_library
+    from server.matching.library import Library
     from server.signals import SIGNALS
 
     settings = MatchSettings()

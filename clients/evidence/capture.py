@@ -2,7 +2,7 @@
 
 The browser is Debian's ``chromium`` driven by Debian's ``chromedriver`` through Selenium; both paths are given
 explicitly so Selenium Manager is never run (it would try to download a browser, and there is no internet).
-The browser is not behind :mod:`clients.web`'s address guard: only point it at URLs that passed that guard.
+The browser is not behind :mod:`jiwoom.shared.web`'s address guard: only point it at URLs that passed that guard.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from warcio.timeutils import datetime_to_iso_date
 from warcio.warcwriter import WARCWriter
 from yarl import URL
 
-from clients.web import Fetched
+from jiwoom.shared.web import Fetched
 
 __all__ = ["Browser", "BrowserError", "Screenshot", "build_warc"]
 

@@ -21,7 +21,7 @@ from xml.sax.saxutils import escape
 from PIL import Image as PILImage
 from PIL import ImageFilter
 
-from clients import KST
+from jiwoom.shared.times import KST
 from server.calibration import odds
 
 DEFAULT_FONT_DIR = Path("/usr/share/fonts/truetype/nanum")
@@ -52,8 +52,8 @@ class MatchExplanation:
     sighting_segment: tuple[float, float]  # seconds in the found video
     matched_frames: int
     faces: list[dict]  # each {"age": float|None, "age_std": float|None, "p_under19": float|None, "under_19": bool}
-    p_false: float | None = None  # calibrated chance that the match is false (server.calibration); None: unknown
-    verified: bool = False  # local features agreed under one affine map (server.verify)
+    p_false: float | None = None  # calibrated chance the match is false (server.calibration); None: unknown
+    verified: bool = False  # local features agreed under one affine map (server.matching.verify)
     face_only: bool = False  # the reference matched on faces alone
 
 

@@ -20,12 +20,12 @@ from urllib.parse import urljoin
 
 from psycopg import Connection
 
-from clients import KST
 from clients.evidence.capture import Browser, build_warc
 from clients.evidence.reports import ArtefactHash, MatchExplanation, ReportItem
 from clients.evidence.vault import Vault, artefact_context, decrypt, encrypt
-from clients.web import Fetched, Fetcher, FetchRefused, site_of, url_allowed
-from server import chain
+from jiwoom.shared.times import KST
+from jiwoom.shared.web import Fetched, Fetcher, FetchRefused, site_of, url_allowed
+from server.storage import chain
 
 PRIORITY_UNDER_19 = 100  # Korean law lets the centre act on these without a victim's request: they go first
 PRIORITY_MATCH = 10

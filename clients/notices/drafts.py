@@ -17,22 +17,14 @@ from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from clients.evidence.writer import Captured
-from clients.notices import (
-    LANGUAGES,
-    NoticeItem,
-    Sender,
-    Site,
-    SmtpSettings,
-    choose_contact,
-    guess_language,
-    jurisdiction,
-    new_message_id,
-    render_notice,
-    send_mail,
-    site_for,
-)
-from server import chain
-from server.store import Principal, audit
+from clients.notices.contacts import choose_contact
+from clients.notices.language import guess_language
+from clients.notices.mail import Sender, SmtpSettings, new_message_id, send_mail
+from clients.notices.render import NoticeItem, render_notice
+from clients.notices.sites import Site, jurisdiction, site_for
+from clients.notices.template_files import LANGUAGES
+from server.storage import chain
+from server.storage.store import Principal, audit
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from server.config import Settings
-from server.features import ALL_FAMILIES, MEDIA_OUTPUTS, MediaFeatures, assemble, outputs_for
+from server.inference.features import ALL_FAMILIES, MEDIA_OUTPUTS, MediaFeatures, assemble, outputs_for
 
 
 class Inference(ABC):

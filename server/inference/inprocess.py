@@ -9,7 +9,7 @@ import numpy as np
 
 from server.config import Settings
 from server.inference import Inference
-from server.model_repo import ModelSpec, load_repository
+from server.inference.model_repo import ModelSpec, load_repository
 from server.models import Model, load_model
 
 

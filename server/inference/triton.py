@@ -6,16 +6,14 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from server.errors import InferenceUnavailable, MediaError
+from jiwoom.api.client import channel_options
+from jiwoom.api.errors import InferenceUnavailable, MediaError
 from server.inference import Inference
-from server.model_repo import load_repository
+from server.inference.model_repo import load_repository
 
 # Video frames as raw tensors are large: lift gRPC's 4 MiB default on both directions.
 MAX_MESSAGE_BYTES = 1024 * 1024 * 1024
-CHANNEL_ARGS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-]
+CHANNEL_ARGS = channel_options(MAX_MESSAGE_BYTES)
 
 
 class TritonInference(Inference):

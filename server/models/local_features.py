@@ -3,7 +3,7 @@
 An embedding says two regions look alike; it cannot tell a copy from another drawing in the same style, or one
 app's screenshot from another with the same chrome. A copy, cropped, scaled, rotated or mirrored, keeps many small
 patches in the same arrangement; a look-alike does not. So every frame also gets ORB keypoints, for verifying a
-candidate by matching them and fitting one affine transform (`server.verify`).
+candidate by matching them and fitting one affine transform (`server.matching.verify`).
 ORB's strongest corners crowd onto text: a caption bar or a page's UI would take most of them and leave the
 picture itself with none (a caption in Hangul holds thousands of corners). So ORB finds many more than are kept,
 and they are kept spread over a grid of cells, the strongest of each cell first; only the kept are described.

@@ -3,14 +3,13 @@ numpy batches in either runtime (`ModelSettings.runtime`): ONNX Runtime, or the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
 
 from server.config import ModelSettings
+from server.models.batches import Network, in_batches
 
 RUNTIMES = ("onnxruntime", "torch")
 
@@ -24,20 +23,6 @@ def open_session(path: Path | str, threads: int = 0, providers: str = "CPUExecut
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=chosen)
-
-
-class Network(Protocol):
-    """A single-input, single-output network: a numpy batch in, its float32 output out (rows in order)."""
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
-
-
-def in_batches(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, size: int) -> np.ndarray:
-    """run() on slices of at most `size` rows (bounded memory), outputs joined as float32. Needs rows."""
-    if not len(batch):
-        raise ValueError("an empty batch: callers answer empty inputs themselves")
-    return np.concatenate([np.asarray(run(batch[start:start + size]), np.float32)
-                           for start in range(0, len(batch), size)])
 
 
 class OrtNetwork:

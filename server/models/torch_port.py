@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-from server.models.onnx_session import in_batches
+from server.models.batches import in_batches
 from server.torch_device import resolve_device
 
 log = logging.getLogger("jiwoom.torch_port")

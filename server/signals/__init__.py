@@ -2,10 +2,13 @@
 
 A signal turns a media item's features into rows of vectors (each row remembering the frame time and box it came
 from), makes the index that holds them (of the backend `IndexSettings` names), searches it, and knows which way
-its scores point. The matcher (`server.matching`) and the service only talk to this interface, so a new signal
-plugs in here without touching them. Like python-threatexchange's `SignalType`, but over vectors rather than
-strings: our signals live in indexes, not in exchange files (PDQ hashes still cross the API as hex, see
-`server.models.pdq`).
+its scores point. It also owns what the rest would otherwise hard-code: its threshold and the bounds a case may
+set it to, its name in the API, whether the negative bank holds it, whether geometry can verify it, and the null
+tail it is calibrated with when the calibration file has none. The matcher (`server.matching`), the service and
+the gRPC layer only talk to this interface and loop over `SIGNALS`, so a new signal is one module and one
+`register` call (tests/test_signals.py registers a toy one). Like python-threatexchange's `SignalType`, but over
+vectors rather than strings: our signals live in indexes, not in exchange files (PDQ hashes still cross the API
+as hex, see `server.models.pdq`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from typing import Protocol
 
 import numpy as np
 
+from server.calibration import Tail
 from server.config import IndexSettings, MatchSettings
-from server.features import MediaFeatures
+from server.inference.features import MediaFeatures
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,16 @@ class Hits:
 
 
 class Signal(Protocol):
-    name: str  # as stored in the database and in index snapshot names
-    family: str  # the feature family (server.features.FAMILY_OUTPUTS) it needs
+    name: str  # as stored in the database and in index snapshot names, and Match.signal_name in the API
+    family: str  # the feature family (server.inference.features.FAMILY_OUTPUTS) it needs
     dim: int
     binary: bool
     lower_is_closer: bool
+    proto_value: int  # its jiwoom.v1.Signal enum value (0 for one the API has no value for: signal_name says it)
+    proto_threshold_field: str  # its typed field in jiwoom.v1.Thresholds ("" if none: Thresholds.signals has it)
+    in_negative_bank: bool  # a negative-bank entry keeps this signal's rows (its benign_rows)
+    verifiable: bool  # geometry can confirm a hit (a copy of the picture); False for faces: another photo matches
+    prior_tail: Tail | None  # its null tail where the calibration file has none (None: uncalibrated, never kept)
 
     def reference_vectors(self, features: MediaFeatures, settings: MatchSettings) -> SignalVectors:
         """Rows to store for media that is searched for later (references, sightings, benign media)."""
@@ -91,16 +100,54 @@ class Signal(Protocol):
 
     def passes(self, score: float, threshold: float) -> bool: ...
 
+    def check_threshold(self, value: float) -> None:
+        """InvalidInput unless `value` is a threshold a case may set (the index must still answer it exactly)."""
 
-def _registry() -> dict[str, Signal]:
+    def benign_rows(self, vectors: SignalVectors) -> SignalVectors:
+        """The rows a negative-bank entry keeps of an item's rows, and a query is checked with (if in the bank)."""
+
+    def benign_threshold(self, settings: MatchSettings) -> float:
+        """How close a query must come to a negative-bank entry to be suppressed by it."""
+
+
+SIGNALS: dict[str, Signal] = {}
+
+
+def register(signal: Signal) -> Signal:
+    """Add a signal to the registry that the libraries, the matcher, the service and the API read. Names are
+    unique: they are stored in the database and name index snapshots."""
+    if not signal.name or not signal.name.isidentifier():
+        raise ValueError(f"a signal name must be an identifier, not {signal.name!r}")
+    if signal.name in SIGNALS:
+        raise ValueError(f"a signal named {signal.name!r} is already registered")
+    if signal.proto_value and any(s.proto_value == signal.proto_value for s in SIGNALS.values()):
+        raise ValueError(f"signal {signal.name!r}: its API enum value {signal.proto_value} is taken")
+    SIGNALS[signal.name] = signal
+    return signal
+
+
+def unregister(name: str) -> None:
+    """Remove a signal (a test's toy one); services made afterwards no longer know it."""
+    SIGNALS.pop(name, None)
+
+
+def negative_bank_signals() -> dict[str, Signal]:
+    return {name: signal for name, signal in SIGNALS.items() if signal.in_negative_bank}
+
+
+def signal_families() -> frozenset[str]:
+    """The feature families the registered signals need."""
+    return frozenset(signal.family for signal in SIGNALS.values())
+
+
+def _register_built_ins() -> None:
     from server.signals.embedding import EmbeddingSignal
     from server.signals.face import FaceSignal
     from server.signals.pdq import PdqSignal
 
-    return {s.name: s for s in (PdqSignal(), EmbeddingSignal(), FaceSignal())}
+    for signal in (PdqSignal(), EmbeddingSignal(), FaceSignal()):
+        register(signal)
 
-
-SIGNALS: dict[str, Signal] = _registry()
 
 
 def whole_frames(vectors: SignalVectors) -> SignalVectors:
@@ -111,3 +158,6 @@ def whole_frames(vectors: SignalVectors) -> SignalVectors:
     first = np.sort(first)
     return SignalVectors(vectors.vectors[first], vectors.timestamps[first], vectors.boxes[first],
                          vectors.frames[first])
+
+
+_register_built_ins()  # last: the built-in modules import this one's names

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from jiwoom.api.errors import InvalidInput
+from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.config import IndexSettings, MatchSettings
-from server.features import MediaFeatures
-from server.index_base import VectorSearch, vector_index
-from server.signals import Hits, SignalVectors
+from server.index import VectorSearch, vector_index
+from server.inference.features import MediaFeatures
+from server.signals import Hits, SignalVectors, whole_frames
 
 
 class EmbeddingSignal:
@@ -23,6 +25,11 @@ class EmbeddingSignal:
     dim = 512
     binary = False
     lower_is_closer = False
+    proto_value = pb.SIGNAL_EMBEDDING
+    proto_threshold_field = "embedding_min_similarity"
+    in_negative_bank = True
+    verifiable = True
+    prior_tail = None  # fitted: server/data/calibration_sscd.npz
 
     def reference_vectors(self, features: MediaFeatures, settings: MatchSettings) -> SignalVectors:
         rows = [(r.embedding, f.timestamp, r.box, f.index) for f in features.frames for r in f.regions]
@@ -34,22 +41,33 @@ class EmbeddingSignal:
     def default_threshold(self, settings: MatchSettings) -> float:
         return settings.embedding_min_similarity
 
+    def check_threshold(self, value: float) -> None:
+        if not 0.3 <= value <= 1.0:
+            raise InvalidInput("embedding_min_similarity must be 0.3..1")
+
+    def benign_rows(self, vectors: SignalVectors) -> SignalVectors:
+        return whole_frames(vectors)  # near copies of the whole picture, not a shared logo in one region
+
+    def benign_threshold(self, settings: MatchSettings) -> float:
+        return settings.benign_embedding_min_similarity
+
     def make_index(self, settings: IndexSettings, snapshot: Path | None = None) -> VectorSearch:
         return vector_index(self.dim, "ip", settings, settings.embedding_factory, snapshot)
 
     def search(self, index: object, queries: SignalVectors, threshold: float, settings: MatchSettings) -> Hits:
-        assert isinstance(index, VectorSearch)
-        if not len(queries) or not len(index):
-            return Hits.empty()
-        return knn_hits(index, queries.vectors, settings.embedding_k, lambda s: s >= threshold)
+        return knn_hits(index, queries, settings.embedding_k, lambda s: s >= threshold)
 
     def passes(self, score: float, threshold: float) -> bool:
         return score >= threshold
 
 
-def knn_hits(index: VectorSearch, queries: np.ndarray, k: int, keep: object) -> Hits:
-    """k nearest rows per query, as Hits, keeping those whose score passes `keep` (a vectorised predicate)."""
-    scores, owners, locals_ = index.search(np.ascontiguousarray(queries, np.float32), k)
+def knn_hits(index: object, queries: SignalVectors, k: int, keep: object) -> Hits:
+    """k nearest rows per query, as Hits, keeping those whose score passes `keep` (a vectorised predicate): the
+    search of every float signal."""
+    assert isinstance(index, VectorSearch)
+    if not len(queries) or not len(index):
+        return Hits.empty()
+    scores, owners, locals_ = index.search(np.ascontiguousarray(queries.vectors, np.float32), k)
     mask = (owners >= 0) & keep(scores)  # type: ignore[operator]
     query_rows = np.nonzero(mask)[0].astype(np.int64)
     return Hits(query_rows, owners[mask], locals_[mask], scores[mask].astype(np.float32))

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jiwoom.api.errors import InvalidInput
+from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
+from server.calibration import FACE_PRIOR
 from server.config import IndexSettings, MatchSettings
-from server.features import MediaFeatures
-from server.index_base import VectorSearch, vector_index
+from server.index import VectorSearch, vector_index
+from server.inference.features import MediaFeatures
 from server.signals import Hits, SignalVectors
 from server.signals.embedding import knn_hits
 
@@ -29,6 +32,11 @@ class FaceSignal:
     dim = 128
     binary = False
     lower_is_closer = True
+    proto_value = pb.SIGNAL_FACE
+    proto_threshold_field = "face_max_distance"
+    in_negative_bank = False  # the bank holds pictures judged benign: a face in one says nothing elsewhere
+    verifiable = False  # another photo of the same person is a match: there is no copy to align
+    prior_tail = FACE_PRIOR
 
     def reference_vectors(self, features: MediaFeatures, settings: MatchSettings) -> SignalVectors:
         rows = [
@@ -45,14 +53,21 @@ class FaceSignal:
     def default_threshold(self, settings: MatchSettings) -> float:
         return settings.face_max_distance
 
+    def check_threshold(self, value: float) -> None:
+        if not 0.0 < value <= 0.8:
+            raise InvalidInput("face_max_distance must be in (0, 0.8]")
+
+    def benign_rows(self, vectors: SignalVectors) -> SignalVectors:
+        return vectors  # unused: not in the negative bank
+
+    def benign_threshold(self, settings: MatchSettings) -> float:
+        return self.default_threshold(settings)
+
     def make_index(self, settings: IndexSettings, snapshot: Path | None = None) -> VectorSearch:
         return vector_index(self.dim, "l2", settings, "Flat", snapshot)  # 128-d: exact stays cheap
 
     def search(self, index: object, queries: SignalVectors, threshold: float, settings: MatchSettings) -> Hits:
-        assert isinstance(index, VectorSearch)
-        if not len(queries) or not len(index):
-            return Hits.empty()
-        return knn_hits(index, queries.vectors, settings.face_k, lambda d: d <= threshold)
+        return knn_hits(index, queries, settings.face_k, lambda d: d <= threshold)
 
     def passes(self, score: float, threshold: float) -> bool:
         return score <= threshold

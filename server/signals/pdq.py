@@ -8,14 +8,20 @@ without storing 8 hashes per reference. Hashes below PDQ's quality floor are ski
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from jiwoom.api.errors import InvalidInput
+from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.config import IndexSettings, MatchSettings
-from server.features import MediaFeatures
-from server.index import BinaryIndex
+from server.index import binary_index
+from server.inference.features import MediaFeatures
 from server.models.pdq import PDQ_BYTES
 from server.signals import Hits, SignalVectors
+
+if TYPE_CHECKING:
+    from server.index.faiss_index import BinaryIndex
 
 WHOLE_FRAME = (0.0, 0.0, 1.0, 1.0)
 
@@ -26,6 +32,11 @@ class PdqSignal:
     dim = PDQ_BYTES
     binary = True
     lower_is_closer = True
+    proto_value = pb.SIGNAL_PDQ
+    proto_threshold_field = "pdq_max_distance"
+    in_negative_bank = True
+    verifiable = True
+    prior_tail = None
 
     def _rows(self, features: MediaFeatures, settings: MatchSettings, variants: bool) -> SignalVectors:
         rows = []
@@ -45,13 +56,21 @@ class PdqSignal:
     def default_threshold(self, settings: MatchSettings) -> float:
         return float(settings.pdq_max_distance)
 
+    def check_threshold(self, value: float) -> None:
+        if not 0 <= value <= 31:  # the PDQ index is exact up to 31 (16 bands, 1 flip)
+            raise InvalidInput("pdq_max_distance must be 0..31")
+
+    def benign_rows(self, vectors: SignalVectors) -> SignalVectors:
+        return vectors
+
+    def benign_threshold(self, settings: MatchSettings) -> float:
+        return self.default_threshold(settings)
+
     def make_index(self, settings: IndexSettings, snapshot: Path | None = None) -> BinaryIndex:
-        # FAISS whatever the backend: GPU iff faiss sees one, unless the device is "cpu" (see IndexSettings)
-        use_gpu = False if settings.device == "cpu" else None
-        return BinaryIndex.load(snapshot, use_gpu=use_gpu) if snapshot is not None else BinaryIndex(use_gpu=use_gpu)
+        return binary_index(settings, snapshot)
 
     def search(self, index: object, queries: SignalVectors, threshold: float, settings: MatchSettings) -> Hits:
-        assert isinstance(index, BinaryIndex)
+        index = cast("BinaryIndex", index)
         if not len(queries) or not len(index):
             return Hits.empty()
         rows, owners, locals_, distances = index.search(queries.vectors, max_distance=int(threshold))

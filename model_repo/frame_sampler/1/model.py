@@ -1,5 +1,5 @@
 """Triton python backend entry for `frame_sampler`: the shared adapter over server/models/frame_sampler.py."""
 
-from server.triton_python import TritonPythonModel
+from server.inference.triton_python import TritonPythonModel
 
 __all__ = ["TritonPythonModel"]

@@ -1,5 +1,5 @@
 """Triton python backend entry for `pdq`: the shared adapter over server/models/pdq.py."""
 
-from server.triton_python import TritonPythonModel
+from server.inference.triton_python import TritonPythonModel
 
 __all__ = ["TritonPythonModel"]

@@ -1,0 +1,67 @@
+"""The vector indexes, one interface (`base.VectorSearch`), and the one factory that names a backend.
+
+`faiss_index` (FAISS, CPU or GPU; PDQ's binary multi-hash index) and `exact` (PyTorch, exact, no faiss needed) are
+imported only here and only when chosen, so a machine with torch but no faiss can use the torch backend for the
+float signals. PDQ's binary index is FAISS's only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from server.index.base import VectorSearch
+
+if TYPE_CHECKING:
+    from server.config import IndexSettings
+    from server.index.faiss_index import BinaryIndex
+
+
+def vector_index(dim: int, metric: str, settings: IndexSettings, factory: str = "Flat",
+                 snapshot: Path | None = None) -> VectorSearch:
+    """A fresh index of the configured backend, or the one saved at `snapshot` (ValueError if that snapshot is of
+    another backend, or unreadable). `factory` applies to the FAISS backend; the torch backend is always exact."""
+    if settings.backend == "torch":
+        from server.index.exact import ExactIndex
+
+        options = {"device": settings.device, "dtype": settings.torch_dtype,
+                   "memory_budget_bytes": settings.memory_budget_bytes, "workspace_bytes": settings.workspace_bytes}
+        if snapshot is not None:
+            return ExactIndex.load(snapshot, **options)
+        return ExactIndex(dim, metric=metric, **options)  # type: ignore[arg-type]
+    from server.index.faiss_index import VectorIndex
+
+    if snapshot is not None:
+        index = VectorIndex.load(snapshot, use_gpu=faiss_gpu(settings.device))
+        index.set_nprobe(settings.nprobe)
+        return index
+    return VectorIndex(dim, metric=metric, factory=factory, nprobe=settings.nprobe,  # type: ignore[arg-type]
+                       use_gpu=faiss_gpu(settings.device))
+
+
+def faiss_gpu(device: str) -> bool | None:
+    """FAISS's use_gpu for an `IndexSettings.device`: None (GPU iff faiss sees one), False, or True (required)."""
+    return {"auto": None, "cpu": False}.get(device, True)
+
+
+# ---------------------------------------------------------------------------------------------------- snapshots
+
+
+def binary_index(settings: IndexSettings, snapshot: Path | None = None) -> BinaryIndex:
+    """PDQ's exact Hamming index (FAISS whatever the backend), fresh or from `snapshot`: on a GPU iff faiss sees
+    one, unless the device is "cpu" (see IndexSettings)."""
+    from server.index.faiss_index import BinaryIndex
+
+    use_gpu = False if settings.device == "cpu" else None
+    return BinaryIndex.load(snapshot, use_gpu=use_gpu) if snapshot is not None else BinaryIndex(use_gpu=use_gpu)
+
+
+def one_search_thread() -> None:
+    """One OpenMP thread per search, where FAISS is installed: requests already run in parallel on the gRPC
+    workers, and FAISS's threads on top of them oversubscribe the cores (measured: single queries several times
+    slower; bench/RESULTS.md)."""
+    try:
+        import faiss
+    except ImportError:
+        return
+    faiss.omp_set_num_threads(1)

@@ -1,0 +1,443 @@
+"""The matching service's core, without gRPC: register (with retro-hunt), match, forget, negative bank, stats.
+
+`MatchingService` orchestrates its parts: `collections` (the three libraries, reconciled with PostgreSQL, the
+truth, and snapshotted), `cases` (which case owns what, and its thresholds), `slots` (the media work slots), and
+`server.matching` for the decisions. The gRPC layer (`server.rpc`) only translates messages; benchmarks and tests
+can drive this class directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from jiwoom.api.errors import DeadlineExceeded, InvalidInput, NotFound
+from server.calibration import Calibration, calibration_for, embedding_space
+from server.config import Settings
+from server.inference import Inference
+from server.inference.features import MediaFeatures
+from server.matching.decisions import Assessor, MatchResult, Thresholds, Verifier, match_library
+from server.matching.library import IndexStat, Library
+from server.matching.negative_bank import benign_frames_by_case
+from server.matching.verify import Outcome, Verdict, local_size, verify
+from server.matching.youth import FaceReport, face_reports
+from server.media import IMAGE_FORMATS, decode_media, sniff_format
+from server.models.pdq import hex_to_hash
+from server.service.cases import Cases
+from server.service.collections import Collections
+from server.service.slots import WorkSlots
+from server.signals import SIGNALS, SignalVectors, negative_bank_signals, signal_families
+from server.signals.pdq import hashes_only_vectors
+from server.storage.store import MatchRecord, MediaSummary, Principal, SourceRecord, Store, StoredLocal
+
+log = logging.getLogger(__name__)
+
+
+
+def reference_families() -> frozenset[str]:
+    """What a stored item's features need: every registered signal's, and keypoints for verification."""
+    return signal_families() | {"local"}
+
+
+def match_families() -> frozenset[str]:
+    """What a query's features need: a stored item's, and ages for the youth triage of its faces."""
+    return reference_families() | {"age"}
+
+
+# Frames of a stored item whose keypoints (about 29 KB a frame) are kept for verification, spread evenly over it:
+# references are few and matter most; sightings are every crawled item, so they keep fewer.
+LOCAL_FRAMES_REFERENCE = 32
+LOCAL_FRAMES_SIGHTING = 4
+MAX_HASHES = 1000  # per hash-only reference
+Excluded = dict[str | None, set[int]]  # query frames in the negative bank, by the case it applies to (None: every)
+
+
+@dataclass(frozen=True)
+class TargetMatch:
+    """A match with what it points at: a reference (and its case) or an earlier sighting (and its source)."""
+
+    result: MatchResult
+    reference_id: int = 0
+    case_id: str = ""
+    sighting_id: int = 0
+    source: SourceRecord | None = None
+    face_only: bool = False  # its target matched on faces alone: weaker evidence than the picture itself
+
+
+def with_face_only(matches: list[TargetMatch]) -> list[TargetMatch]:
+    """Mark the matches of targets that matched on no signal but faces."""
+    signals: dict[tuple[int, int], set[str]] = {}
+    for m in matches:
+        signals.setdefault((m.reference_id, m.sighting_id), set()).add(m.result.signal)
+    return [replace(m, face_only=signals[(m.reference_id, m.sighting_id)] == {"face"}) for m in matches]
+
+
+@dataclass
+class MatchOutcome:
+    media: MediaSummary
+    matches: list[TargetMatch] = field(default_factory=list)
+    youth_faces: list[FaceReport] = field(default_factory=list)
+    sighting_id: int = 0
+    benign: bool = False
+
+
+@dataclass
+class RegisterOutcome:
+    reference_id: int
+    case_id: str
+    created: bool
+    media: MediaSummary
+    matches: list[TargetMatch] = field(default_factory=list)
+
+
+STOP_DRAIN_S = 30.0  # media calls in flight at shutdown get this long to finish
+
+
+def check_deadline(deadline: float | None, stage: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceeded(f"deadline passed before {stage}")
+
+
+class MatchingService:
+    def __init__(self, settings: Settings, inference: Inference, store: Store, snapshot_dir: Path | None) -> None:
+        self.settings = settings
+        self.match_settings = settings.match
+        self.inference = inference
+        self.store = store
+        self.snapshot_dir = snapshot_dir
+        self.collections = Collections(settings, store, snapshot_dir)
+        self.cases = Cases(Thresholds.defaults(settings.match))
+        # Reference and negative-bank writes and forgets each hold this from the commit to the index update, so
+        # the index never keeps an entry the database has forgotten. Feature extraction runs outside it.
+        self._write_lock = threading.Lock()
+        self.slots = WorkSlots(settings.service.max_workers)
+        models = settings.models
+        self.calibration: Calibration | None = None
+        if settings.match.calibrated:
+            self.calibration = calibration_for(
+                embedding_space(models.embed_model, models.embed_size, models.region_grid),
+                settings.match.calibration_path)
+        self.started_at = time.monotonic()
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    @property
+    def libraries(self) -> dict[str, Library]:
+        return self.collections.libraries
+
+    def start(self) -> None:
+        """Load snapshots and bring them in step with the database; then snapshot periodically."""
+        self.collections.load()
+        self.cases.load(self.store)
+        self.collections.start_snapshots(self.slots.stopping)
+
+    def snapshot(self, names: tuple[str, ...] | None = None, force: bool = False) -> None:
+        self.collections.snapshot(names, force)
+
+    def stop(self) -> None:
+        self.slots.close(STOP_DRAIN_S)
+        self.collections.stop()
+
+    # -- features -----------------------------------------------------------------------------------------------
+
+    def _features(self, data: bytes, families: frozenset[str]) -> tuple[MediaFeatures, MediaSummary]:
+        fmt = sniff_format(data)
+        features = self.inference.media_features(data, families)
+        height, width = features.frame_size
+        return features, MediaSummary(
+            kind="image" if fmt in IMAGE_FORMATS else "video", sha256=hashlib.sha256(data).digest(),
+            width=width, height=height, duration_s=features.duration_s, frames=len(features.frames))
+
+    def frames_features(self, frames: list[tuple[bytes, float]], families: frozenset[str] | None = None
+                        ) -> tuple[MediaFeatures, MediaSummary]:
+        """Features of frames a crawler decoded itself: each an encoded image with its time in the video."""
+        if not frames:
+            raise InvalidInput("an item with no frames")
+        if len(frames) > self.settings.limits.max_frames:
+            raise InvalidInput(f"{len(frames)} frames is over the limit of {self.settings.limits.max_frames}")
+        limits = self.settings.limits
+        decoded = []
+        for image, _ in frames:
+            media = decode_media(image, limits, self.settings.models.gpu_decode)
+            if media.kind != "image":
+                raise InvalidInput("a streamed frame must be an image (JPEG, PNG, WebP), not a video")
+            decoded.append(media.frames[0])
+        height, width = decoded[0].shape[:2]
+        same_size = [f if f.shape[:2] == (height, width) else
+                     np.asarray(Image.fromarray(f).resize((width, height), Image.BILINEAR)) for f in decoded]
+        stacked = np.ascontiguousarray(np.stack(same_size))
+        times = np.array([t for _, t in frames], np.float32)
+        features = self.inference.frame_features(stacked, times, families or match_families())
+        digest = hashlib.sha256(b"".join(hashlib.sha256(image).digest() for image, _ in frames)).digest()
+        return features, MediaSummary(kind="frames", sha256=digest, width=width, height=height,
+                                      duration_s=float(times.max() - times.min()), frames=len(frames))
+
+    def _assessor(self, library: str, features: MediaFeatures | None) -> Assessor | None:
+        """Calibration of one search's matches against `library`, verifying with the stored keypoints."""
+        if self.calibration is None:
+            return None
+        verifier = self._verifier(library, features) if features is not None else None
+        return Assessor(self.calibration, len(self.libraries[library]), self.match_settings, verifier)
+
+    def _verifier(self, library: str, features: MediaFeatures) -> Verifier:
+        size = local_size(features.frame_size)
+        loaded: dict[int, list[StoredLocal]] = {}  # for this query only: an owner's PDQ and embedding candidates
+
+        def check(result: MatchResult) -> Verdict:
+            frame = features.frames[result.query_frame] if 0 <= result.query_frame < len(features.frames) else None
+            if result.owner not in loaded:
+                loaded[result.owner] = self.store.local_features(library, result.owner)  # type: ignore[arg-type]
+            stored = loaded[result.owner]
+            if frame is None or frame.local is None or not stored:
+                return Verdict(Outcome.UNVERIFIABLE)
+            target = min(stored, key=lambda s: abs(s.timestamp - result.target_time))
+            return verify(frame.local, size, target.local, target.size, result.query_box)
+        return check
+
+    def _vectors(self, features: MediaFeatures, query: bool) -> dict[str, SignalVectors]:
+        return {
+            name: (signal.query_vectors if query else signal.reference_vectors)(features, self.match_settings)
+            for name, signal in SIGNALS.items()
+        }
+
+    def thresholds_for_case(self, case_id: str) -> Thresholds:
+        return self.cases.thresholds_for_case(case_id)
+
+    # -- matching -------------------------------------------------------------------------------------------------
+
+    def _benign(self, queries: dict[str, SignalVectors]) -> Excluded:
+        library = self.libraries["benign"]
+        if not len(library):
+            return {}
+        bank = negative_bank_signals()
+        benign_queries = {name: signal.benign_rows(queries[name]) for name, signal in bank.items()}
+        radius = {name: signal.benign_threshold(self.match_settings) for name, signal in bank.items()}
+        hits = library.search(benign_queries, radius, self.match_settings)
+        # An entry missing from the map is being forgotten with its case (it leaves the index first): it gets
+        # case "", dropped here, so it suppresses nothing rather than everything.
+        excluded = benign_frames_by_case(hits, benign_queries, self.cases.case_of_benign)
+        excluded.pop("", None)
+        return excluded
+
+    def _match_references(self, queries: dict[str, SignalVectors], features: MediaFeatures | None,
+                          excluded: Excluded, skip_owners: set[int] = frozenset()) -> list[TargetMatch]:
+        """One search; matches to a case with its own negative-bank frames are decided again without them."""
+        by_case = {case: frames for case, frames in excluded.items() if case is not None}
+        results = match_library(self.libraries["references"], queries, self.cases.search_radius(),
+                                self.cases.thresholds_for_reference, features, self.match_settings,
+                                excluded.get(None, set()), by_case, self.cases.case_of_reference,
+                                self._assessor("references", features))
+        return with_face_only([TargetMatch(r, reference_id=r.owner, case_id=self.cases.case_of_reference(r.owner))
+                               for r in results if r.owner not in skip_owners and self.cases.is_reference(r.owner)])
+
+    def _match_sightings(self, queries: dict[str, SignalVectors], features: MediaFeatures | None,
+                         thresholds: Thresholds, excluded: set[int] = frozenset()) -> list[TargetMatch]:
+        radius = {n: thresholds.of(n) for n in SIGNALS}
+        results = match_library(self.libraries["sightings"], queries, radius, lambda _owner: thresholds, features,
+                                self.match_settings, excluded, assess=self._assessor("sightings", features))
+        sources = self.store.sighting_sources({r.owner for r in results}) if results else {}
+        return with_face_only([TargetMatch(r, sighting_id=r.owner, source=sources.get(r.owner)) for r in results
+                               if r.owner in sources])
+
+    def match(self, who: Principal, data: bytes | None = None, *, frames: list[tuple[bytes, float]] | None = None,
+              source: SourceRecord | None = None, include_sightings: bool = False,
+              deadline: float | None = None) -> MatchOutcome:
+        """Match media (bytes, or frames a crawler decoded) against the references, and on request against
+        past sightings. With a source it is recorded as a sighting, after the search so it does not find
+        itself, and its reference matches are stored for the evidence and review queue."""
+        with self.slots.hold(deadline):
+            return self._match(who, data, frames, source, include_sightings, deadline)
+
+    def _match(self, who: Principal, data: bytes | None, frames: list[tuple[bytes, float]] | None,
+               source: SourceRecord | None, include_sightings: bool, deadline: float | None) -> MatchOutcome:
+        if frames is not None:
+            features, media = self.frames_features(frames)
+        elif data is not None:
+            features, media = self._features(data, match_families())
+        else:
+            raise InvalidInput("no media")
+        check_deadline(deadline, "matching")
+        queries = self._vectors(features, query=True)
+        excluded = self._benign(queries)
+        outcome = MatchOutcome(media=media, benign=any(excluded.values()))
+        outcome.matches = self._match_references(queries, features, excluded)
+        if include_sightings:  # sightings belong to no case: only the bank of every case applies
+            outcome.matches += self._match_sightings(queries, features, self.cases.defaults,
+                                                     excluded.get(None, set()))
+        outcome.youth_faces = face_reports(features, self.match_settings, only_under_19=True)
+        if source is not None:
+            check_deadline(deadline, "recording the sighting")
+            stored = self._vectors(features, query=False)
+            sighting_id, created = self.store.add_sighting(who, source, media, stored, len(outcome.youth_faces),
+                                                           stored_local(features, LOCAL_FRAMES_SIGHTING))
+            if created:
+                self.libraries["sightings"].add(sighting_id, stored)
+            outcome.sighting_id = sighting_id
+            records = [_record(m, sighting_id=sighting_id, found_by="match") for m in outcome.matches
+                       if m.reference_id]
+            self.store.add_matches(who, records, "Match", f"sighting:{sighting_id}")
+        else:
+            self.store.audit(who, "Match", "", {"matches": len(outcome.matches), "kind": media.kind})
+        return outcome
+
+    # -- references ---------------------------------------------------------------------------------------------
+
+    def register_reference(self, who: Principal, case_id: str, data: bytes | None = None,
+                           pdq_hashes: list[str] | None = None, retro_hunt: bool = True,
+                           deadline: float | None = None) -> RegisterOutcome:
+        with self.slots.hold(deadline):
+            return self._register_reference(who, case_id, data, pdq_hashes, retro_hunt, deadline)
+
+    def _register_reference(self, who: Principal, case_id: str, data: bytes | None, pdq_hashes: list[str] | None,
+                            retro_hunt: bool, deadline: float | None) -> RegisterOutcome:
+        case_id = case_id.strip()
+        if not case_id or len(case_id) > 200:
+            raise InvalidInput("case_id must be 1 to 200 characters")
+        features: MediaFeatures | None = None
+        if data is not None:
+            existing = self.store.find_reference(case_id, hashlib.sha256(data).digest())
+            if existing is not None:  # a retry: the reference was committed already
+                return RegisterOutcome(existing[0], case_id, False, existing[1])
+            features, media = self._features(data, reference_families())
+            stored = self._vectors(features, query=False)
+            queries = self._vectors(features, query=True)
+        elif pdq_hashes is not None:
+            hashes = _parse_hashes(pdq_hashes)
+            media = MediaSummary("hashes", hashlib.sha256(b"".join(sorted(hashes))).digest(), frames=len(hashes))
+            stored = {"pdq": hashes_only_vectors(hashes)}
+            queries = stored
+        else:
+            raise InvalidInput("a reference needs media bytes or PDQ hashes")
+        if not any(len(v) for v in stored.values()):
+            raise InvalidInput("nothing matchable in this media (no PDQ hash of sufficient quality, no regions)")
+        check_deadline(deadline, "committing the reference")
+        with self._write_lock:
+            local = stored_local(features, LOCAL_FRAMES_REFERENCE) if features is not None else []
+            reference_id, created = self.store.add_reference(who, case_id, media, stored, local)
+            if created:
+                self.cases.add_reference(reference_id, case_id)
+                self.libraries["references"].add(reference_id, stored)
+        outcome = RegisterOutcome(reference_id, case_id, created, media)
+        if created and retro_hunt:
+            outcome.matches = self._retro_hunt(who, reference_id, case_id, queries, features)
+        return outcome
+
+    def _retro_hunt(self, who: Principal, reference_id: int, case_id: str, queries: dict[str, SignalVectors],
+                    features: MediaFeatures | None) -> list[TargetMatch]:
+        """What a new reference already matches: crawled media (sightings) and other cases' references.
+        Sightings an officer rejected for this case (or judged benign) are not found again."""
+        thresholds = self.thresholds_for_case(case_id)
+        found = self._match_sightings(queries, features, thresholds)
+        if found:
+            rejected = self.store.rejected_sightings(case_id, {m.sighting_id for m in found})
+            found = [m for m in found if m.sighting_id not in rejected]
+        found += self._match_references(queries, features, {}, skip_owners=self.cases.references_of_case(case_id))
+        records = [_record(m, reference_id=reference_id, found_by="retro_hunt") for m in found]
+        self.store.add_matches(who, records, "RetroHunt", f"reference:{reference_id}")
+        return found
+
+    def forget(self, who: Principal, *, reference_id: int | None = None, case_id: str | None = None,
+               reason: str = "") -> tuple[int, int]:
+        """Delete references and everything derived: rows, index entries, and snapshot files holding them."""
+        if reference_id is None and not case_id:
+            raise InvalidInput("case_id is required")
+        with self._write_lock:
+            ids, matches, benign = self.store.forget_references(who, reference_id=reference_id, case_id=case_id,
+                                                                reason=reason)
+            if not ids and reference_id is not None:
+                raise NotFound(f"no reference {reference_id}")
+            self.libraries["references"].remove(ids)
+            self.libraries["benign"].remove(benign)  # before the maps: see Cases.case_of_benign
+            self.cases.forget(ids, benign, case_id)
+        # The old snapshot still holds the forgotten vectors: replace it now, not at the next interval.
+        self.snapshot(("references", "benign") if benign else ("references",), force=True)
+        return len(ids), matches
+
+    def configure_case(self, who: Principal, case_id: str, overrides: dict[str, float]) -> tuple[Thresholds, int]:
+        unknown = set(overrides) - set(SIGNALS)
+        if unknown:
+            raise InvalidInput(f"unknown signals {sorted(unknown)}")
+        for name, value in overrides.items():
+            SIGNALS[name].check_threshold(value)
+        stored, references = self.store.configure_case(who, case_id, overrides)
+        thresholds = self.cases.defaults.with_overrides(stored)
+        self.cases.set_thresholds(case_id, thresholds)
+        return thresholds, references
+
+    def mark_benign(self, who: Principal, *, data: bytes | None = None, sighting_id: int | None = None,
+                    note: str = "", case_id: str | None = None) -> int:
+        """Put media into the negative bank: its rows of the negative-bank signals (whole frames of PDQ and
+        embedding) suppress matches from then on, to every case's references, or with a case_id (an officer's "not
+        this victim") to that case's only."""
+        if data is not None:
+            with self.slots.hold(None):
+                features, _ = self._features(data, frozenset(s.family for s in negative_bank_signals().values()))
+            vectors = self._vectors(features, query=False)
+        elif sighting_id is not None:
+            loaded = next(self.store.load_vector_batches("sightings", [sighting_id]))
+            if not loaded.get(sighting_id):
+                raise NotFound(f"no sighting {sighting_id} with stored features")
+            vectors = loaded[sighting_id]
+        else:
+            raise InvalidInput("benign media needs bytes or a sighting id")
+        bank = {name: signal.benign_rows(vectors.get(name) or SignalVectors.empty(
+                    signal.dim, np.uint8 if signal.binary else np.float32))
+                for name, signal in negative_bank_signals().items()}
+        with self._write_lock:  # a ForgetCase meanwhile must find this entry in the index to remove it
+            benign_id = self.store.add_benign(who, bank, sighting_id, note, case_id)
+            if benign_id is None:
+                raise NotFound(f"no case {case_id!r}")
+            self.cases.add_benign(benign_id, case_id)  # before the index: see Cases.case_of_benign
+            self.libraries["benign"].add(benign_id, bank)
+        return benign_id
+
+    def stats(self) -> tuple[dict[str, int], list[IndexStat]]:
+        return self.store.counts(), [s for library in self.libraries.values() for s in library.stats()]
+
+
+def stored_local(features: MediaFeatures, most: int) -> list[StoredLocal]:
+    """The keypoints to keep of an item: at most `most` frames, spread over it."""
+    frames = [f for f in features.frames if f.local is not None and len(f.local)]
+    if len(frames) > most:
+        frames = [frames[i] for i in np.linspace(0, len(frames) - 1, most).round().astype(int)]
+    size = local_size(features.frame_size)
+    return [StoredLocal(f.index, f.timestamp, size, f.local) for f in frames if f.local is not None]
+
+
+def _parse_hashes(texts: list[str]) -> list[bytes]:
+    if not texts:
+        raise InvalidInput("no PDQ hashes")
+    if len(texts) > MAX_HASHES:
+        raise InvalidInput(f"{len(texts)} hashes is over the limit of {MAX_HASHES} per reference")
+    hashes = []
+    for i, text in enumerate(texts):
+        try:
+            hashes.append(bytes(hex_to_hash(text.strip())))
+        except ValueError as error:
+            raise InvalidInput(f"hash {i} is not a PDQ hash (64 hex characters): {error}") from None
+    return hashes
+
+
+def _record(match: TargetMatch, *, found_by: str, reference_id: int = 0, sighting_id: int = 0) -> MatchRecord:
+    """A match as stored: always from a reference's point of view (reference segment first)."""
+    r = match.result
+    faces = [{"t": f.timestamp, "age": round(f.age_mean, 1), "age_std": round(f.age_std, 1),
+              "p_under19": round(f.p_under19, 3), "under_19": f.under_19} for f in r.faces]
+    confidence = {"p_false": r.p_false, "expected_false": r.expected_false, "verification": r.verification,
+                  "face_only": match.face_only}
+    if found_by == "match":  # the query is the sighting, the target a reference
+        return MatchRecord(match.reference_id, r.signal, r.score, r.threshold, r.target_segment, r.query_segment,
+                           r.matched_frames, r.under_19, faces, "match", sighting_id=sighting_id,
+                           **confidence)
+    # retro-hunt: the query is the new reference, the target a sighting or another case's reference
+    return MatchRecord(reference_id, r.signal, r.score, r.threshold, r.query_segment, r.target_segment,
+                       r.matched_frames, r.under_19, faces, "retro_hunt",
+                       sighting_id=match.sighting_id or None, other_reference_id=match.reference_id or None,
+                       **confidence)

@@ -1,0 +1,88 @@
+"""The service's three libraries (references, sightings, benign) over the signals: loaded from their snapshots,
+brought in step with PostgreSQL (the truth) at start, and snapshotted to disk periodically and on demand."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from server.config import Settings
+from server.matching.library import Library
+from server.signals import negative_bank_signals
+from server.storage.store import Store
+
+log = logging.getLogger(__name__)
+
+NAMES = ("references", "sightings", "benign")
+
+
+class Collections:
+    def __init__(self, settings: Settings, store: Store, snapshot_dir: Path | None) -> None:
+        self.settings = settings
+        self.store = store
+        self.snapshot_dir = snapshot_dir
+        self.libraries: dict[str, Library] = {}
+        self._snapshot_lock = threading.Lock()
+        self._snapshotter: threading.Thread | None = None
+
+    def __getitem__(self, name: str) -> Library:
+        return self.libraries[name]
+
+    def load(self) -> None:
+        for name in NAMES:
+            self.libraries[name] = self._reconcile(name)
+
+    def _reconcile(self, name: str) -> Library:
+        started = time.monotonic()
+        signals = negative_bank_signals() if name == "benign" else None
+        library = None
+        if self.snapshot_dir is not None:
+            library = Library.load(name, self.snapshot_dir, signals, self.settings.index)
+        from_snapshot = library is not None
+        library = library or Library(name, signals, self.settings.index)
+        in_database = self.store.owner_ids(name)  # type: ignore[arg-type]
+        stale = library.owners() - in_database
+        library.remove(stale)
+        missing = in_database - library.owners()
+        for batch in self.store.load_vector_batches(name, missing):  # type: ignore[arg-type]
+            library.add_many(batch.items())
+        log.info("%s: %d owners (%s), %d added from the database, %d stale removed, %.1f s", name, len(library),
+                 "snapshot" if from_snapshot else "no snapshot", len(missing), len(stale),
+                 time.monotonic() - started)
+        if library.pending:  # trainable factories (IVF*) start as exact Flat; train once there are enough vectors
+            started = time.monotonic()
+            trained = library.train_pending()
+            log.info("%s: %s trained from the stored vectors in %.1f s; %s still exact Flat (too few vectors)",
+                     name, trained or "nothing", time.monotonic() - started, sorted(library.pending) or "none")
+        return library
+
+    def snapshot(self, names: tuple[str, ...] | None = None, force: bool = False) -> None:
+        if self.snapshot_dir is None:
+            return
+        with self._snapshot_lock:
+            for name, library in self.libraries.items():
+                if (names is None or name in names) and (force or library.changes):
+                    library.save(self.snapshot_dir)
+
+    def start_snapshots(self, stop: threading.Event) -> None:
+        """Snapshot every `snapshot_interval_s` until `stop` is set."""
+        if self.snapshot_dir is None:
+            return
+
+        def loop() -> None:
+            while not stop.wait(self.settings.service.snapshot_interval_s):
+                try:
+                    self.snapshot()
+                except Exception:  # keep serving; the next interval retries, the database is the truth
+                    log.exception("index snapshot failed")
+
+        self._snapshotter = threading.Thread(target=loop, name="snapshots", daemon=True)
+        self._snapshotter.start()
+
+    def stop(self) -> None:
+        """After the snapshot loop's `stop` is set: wait for it, and write a last snapshot."""
+        if self._snapshotter is not None:
+            self._snapshotter.join(timeout=5)
+        self.snapshot()
