@@ -122,7 +122,7 @@ def test_health_goes_not_serving_before_shutdown_refuses_calls(postgres_server: 
         request = health_pb2.HealthCheckRequest(service="jiwoom.v1.Matcher")
         watch = health.Watch(request, timeout=30)
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-        stopping = threading.Thread(target=serving.stop, args=(1.5, 5.0))
+        stopping = threading.Thread(target=serving.stop, args=(1.0, 0.5))  # the open Watch is cut at the grace
         stopping.start()
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
         # Still answering during the notice: a load balancer's check sees NOT_SERVING, not an error.
