@@ -44,9 +44,6 @@ def faiss_gpu(device: str) -> bool | None:
     return {"auto": None, "cpu": False}.get(device, True)
 
 
-# ---------------------------------------------------------------------------------------------------- snapshots
-
-
 def binary_index(settings: IndexSettings, snapshot: Path | None = None) -> BinaryIndex:
     """PDQ's exact Hamming index (FAISS whatever the backend), fresh or from `snapshot`: on a GPU iff faiss sees
     one, unless the device is "cpu" (see IndexSettings)."""

@@ -31,9 +31,6 @@ from server.signals import SIGNALS, Hits, Signal, SignalVectors
 if TYPE_CHECKING:
     from server.index.faiss_index import BinaryIndex, VectorIndex
 
-if TYPE_CHECKING:
-    from server.index.faiss_index import BinaryIndex, VectorIndex
-
 log = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION = 1

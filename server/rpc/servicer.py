@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from jiwoom.api.client import channel_options
-from jiwoom.api.errors import InferenceUnavailable, InvalidInput, MediaError, grpc_status
+from jiwoom.api.errors import InvalidInput, grpc_status
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2_grpc as pb_grpc
 from server.config import Settings
@@ -263,9 +263,10 @@ class MatcherServicer(pb_grpc.MatcherServicer):
         try:
             return work()
         except Exception as error:
-            if not isinstance(error, MediaError | InferenceUnavailable):
+            code, message = grpc_status(error)
+            if code is grpc.StatusCode.INTERNAL:  # not a typed failure: its details stay in our log
                 log.exception("%s failed", type(self).__name__)
-            context.abort(*grpc_status(error))
+            context.abort(code, message)
         raise AssertionError("unreachable")
 
     def RegisterReference(self, request: pb.RegisterReferenceRequest, context: grpc.ServicerContext
@@ -362,9 +363,10 @@ class MatcherServicer(pb_grpc.MatcherServicer):
                                          include_sightings=include_sightings, deadline=self._deadline(context))
             return pb.StreamResponse(item_id=item_id, result=outcome_message(outcome))
         except Exception as error:
-            if not isinstance(error, MediaError | InferenceUnavailable):
+            code, message = grpc_status(error)
+            if code is grpc.StatusCode.INTERNAL:
                 log.exception("stream item failed")
-            return _stream_error(item_id, *grpc_status(error))
+            return _stream_error(item_id, code, message)
 
     def ForgetReference(self, request: pb.ForgetReferenceRequest, context: grpc.ServicerContext
                         ) -> pb.ForgetResponse:

@@ -78,7 +78,7 @@ class Signal(Protocol):
     binary: bool
     lower_is_closer: bool
     proto_value: int  # its jiwoom.v1.Signal enum value (0 for one the API has no value for: signal_name says it)
-    proto_threshold_field: str  # its typed field in jiwoom.v1.Thresholds ("" if none: Thresholds.signals has it)
+    proto_threshold_field: str  # its typed field in jiwoom.v1.Thresholds ("" if none: Thresholds.by_signal has it)
     in_negative_bank: bool  # a negative-bank entry keeps this signal's rows (its benign_rows)
     verifiable: bool  # geometry can confirm a hit (a copy of the picture); False for faces: another photo matches
     prior_tail: Tail | None  # its null tail where the calibration file has none (None: uncalibrated, never kept)
