@@ -40,7 +40,10 @@ from server.inference.inprocess import InProcessInference
 from server.matching.decisions import Thresholds, match_library
 from server.matching.library import Library
 from server.service import match_families, reference_families
-from server.signals import SIGNALS, SignalVectors
+from server.signals import SignalVectors, configured_signals
+
+# The signals a service on the default settings stores and searches with (not every registered one)
+SIGNALS = configured_signals(MatchSettings())
 
 SIGNAL_NAMES = ("pdq", "embedding", "face")
 POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
@@ -152,11 +155,11 @@ def best_per_reference(bank: RowBank, query: SignalVectors, n_refs: int, signal:
     out = np.full(n_refs, np.nan, np.float32)
     if not len(query) or not len(bank.vectors):
         return out
-    if signal == "pdq":  # Hamming distance between 256-bit codes
+    if SIGNALS[signal].binary:  # PDQ: Hamming distance between 256-bit codes
         pair = POPCOUNT[np.bitwise_xor(query.vectors[:, None, :], bank.vectors[None, :, :])].sum(axis=2)
         per_row = pair.min(axis=0).astype(np.float32)
         reduce: Callable[..., object] = np.fmin
-    elif signal == "embedding":  # cosine (rows are L2-normalised)
+    elif not SIGNALS[signal].lower_is_closer:  # embeddings: cosine (rows are L2-normalised)
         similarity = query.vectors @ bank.vectors.T
         per_row = (similarity - offsets[:, None] if offsets is not None else similarity).max(axis=0)
         reduce = np.fmax

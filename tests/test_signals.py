@@ -1,5 +1,6 @@
 """The signal plug-in interface: a toy signal registered in one place is stored, matched, thresholded per case
-and forgotten by the real service over gRPC, with no edit anywhere else (server/signals/__init__.py)."""
+and forgotten by the real service over gRPC, with no edit anywhere else (server/signals/__init__.py) than its
+name in MatchSettings.signals."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from jiwoom.api.errors import InvalidInput
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.app import running_service
 from server.calibration import Tail
-from server.config import IndexSettings, MatchSettings, ServiceSettings, Settings
+from server.config import IndexSettings, MatchSettings, ModelSettings, ServiceSettings, Settings
 from server.index import VectorSearch, vector_index
 from server.inference.features import MediaFeatures
 from server.signals import SIGNALS, Hits, SignalVectors, register, unregister
@@ -42,6 +43,9 @@ class ToySignal:
     in_negative_bank = False
     verifiable = False
     prior_tail = Tail(intercept=-12.0, slope=0.0, start=0.0, lower_is_closer=False)  # P = 1e-12 at any score
+
+    def model_id(self, models: ModelSettings) -> str:
+        return f"toy16:{models.embed_model}"  # a view of the full embedding: its model is the toy's
 
     def reference_vectors(self, features: MediaFeatures, settings: MatchSettings) -> SignalVectors:
         rows = []
@@ -89,7 +93,8 @@ def toy_served(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -
     register(ToySignal())
     try:
         settings = Settings(service=ServiceSettings(listen="127.0.0.1:0",
-                                                    data_dir=str(tmp_path_factory.mktemp("toy")), max_workers=2))
+                                                    data_dir=str(tmp_path_factory.mktemp("toy")), max_workers=2),
+                            match=MatchSettings(signals="pdq,embedding,face,toy"))
         with fresh_database(postgres_server) as url, running_service(settings, url) as running:
             token = running.store.create_token("toy-admin", "admin")
             channel = open_channel(f"127.0.0.1:{running.port}")

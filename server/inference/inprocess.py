@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,21 +15,55 @@ from server.inference import Inference
 from server.inference.model_repo import ModelSpec, load_repository
 from server.models import Model, load_model
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+class Instances:
+    """Up to `count` copies of one model, each used by one call at a time (dlib and Tesseract are not
+    thread-safe), made on first need: Triton's instance_group, in this process."""
+
+    def __init__(self, make: Callable[[], Model], count: int) -> None:
+        self._make = make
+        self._free: list[Model] = []
+        self._made = 0
+        self._slots = threading.BoundedSemaphore(max(1, count))
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def one(self) -> Iterator[Model]:
+        with self._slots:
+            with self._lock:
+                model = self._free.pop() if self._free else None
+                if model is None:
+                    self._made += 1  # counted first, so a failed load is retried by the next call
+            if model is None:
+                try:
+                    model = self._make()
+                except BaseException:
+                    with self._lock:
+                        self._made -= 1
+                    raise
+            try:
+                yield model
+            finally:
+                with self._lock:
+                    self._free.append(model)
+
+    @property
+    def made(self) -> int:
+        return self._made
+
 
 class InProcessInference(Inference):
-    def __init__(self, settings: Settings, repository: Path | None = None) -> None:
+    def __init__(self, settings: Settings, repository: Path | None = None, instances: int | None = None) -> None:
+        """`instances`: every model's count instead of its config's (benchmarks compare the two)."""
         self.settings = settings
         self.specs = load_repository(repository)
-        self._models: dict[str, Model] = {}
-        # One lock per model, as Triton runs one instance per model (dlib and Tesseract are not thread-safe).
-        self._locks = {name: threading.Lock() for name in self.specs}
-        self._loading = threading.Lock()
-
-    def model(self, name: str) -> Model:
-        with self._loading:
-            if name not in self._models:
-                self._models[name] = load_model(name, self.settings)
-            return self._models[name]
+        # Each model runs as its config's instance_group count says; with one intra-op thread each
+        # (ModelSettings.threads), concurrent calls then use the cores instead of contending for them.
+        self._instances = {name: Instances(lambda name=name: load_model(name, settings), instances or spec.instances)
+                           for name, spec in self.specs.items()}
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         spec = self._spec(model)
@@ -36,8 +73,8 @@ class InProcessInference(Inference):
         spec.check_inputs(inputs)
         if spec.is_ensemble:
             return self._run_ensemble(spec, inputs, outputs)
-        with self._locks[model]:
-            produced = self.model(model)(**inputs)
+        with self._instances[model].one() as instance:
+            produced = instance(**inputs)
         for name, tensor_spec in spec.outputs.items():  # what Triton would refuse, we refuse too
             if not tensor_spec.fits(produced[name]):
                 raise RuntimeError(f"{model} produced {name!r} as {produced[name].dtype} {list(produced[name].shape)}, "

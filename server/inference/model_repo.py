@@ -62,6 +62,7 @@ class ModelSpec:
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
     steps: tuple[EnsembleStep, ...] = field(default=())
+    instances: int = 1  # instance_group count: how many copies run at once (Triton's, and the in-process runner's)
 
     @property
     def is_ensemble(self) -> bool:
@@ -93,7 +94,8 @@ def load_spec(config_path: Path) -> ModelSpec:
     steps = tuple(
         EnsembleStep(s.model_name, dict(s.input_map), dict(s.output_map)) for s in config.ensemble_scheduling.step
     )
-    return ModelSpec(config.name, _tensors(config.input), _tensors(config.output), steps)
+    instances = sum(group.count or 1 for group in config.instance_group) or 1
+    return ModelSpec(config.name, _tensors(config.input), _tensors(config.output), steps, instances)
 
 
 def repository_path() -> Path:

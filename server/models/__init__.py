@@ -25,6 +25,7 @@ MODEL_CLASSES: dict[str, str] = {
     "frame_sampler": "server.models.frame_sampler:FrameSampler",
     "pdq": "server.models.pdq:PdqModel",
     "image_embed": "server.models.image_embed:ImageEmbedModel",
+    "image_embed_fast": "server.models.image_embed:FastImageEmbedModel",
     "face_detect": "server.models.face_detect:FaceDetectModel",
     "face_embed": "server.models.face_embed:FaceEmbedModel",
     "age_head": "server.models.age_head:AgeHeadModel",

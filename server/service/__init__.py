@@ -12,6 +12,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from PIL import Image
 
 from jiwoom.api.errors import DeadlineExceeded, InvalidInput, NotFound
 from server.calibration import Calibration, calibration_for, embedding_space
-from server.config import Settings
+from server.config import MatchSettings, Settings
 from server.inference import Inference
 from server.inference.features import MediaFeatures
 from server.matching.decisions import Assessor, MatchResult, Thresholds, Verifier, match_library
@@ -33,7 +34,16 @@ from server.models.pdq import hex_to_hash
 from server.service.cases import Cases
 from server.service.collections import Collections
 from server.service.slots import WorkSlots
-from server.signals import SIGNALS, SignalVectors, negative_bank_signals, signal_families
+from server.service.versions import signals_in_use
+from server.signals import (
+    SIGNALS,
+    Signal,
+    SignalVectors,
+    configured_signals,
+    negative_bank_signals,
+    signal_families,
+    signal_models,
+)
 from server.signals.pdq import hashes_only_vectors
 from server.storage.store import MatchRecord, MediaSummary, Principal, SourceRecord, Store, StoredLocal
 
@@ -41,14 +51,16 @@ log = logging.getLogger(__name__)
 
 
 
-def reference_families() -> frozenset[str]:
-    """What a stored item's features need: every registered signal's, and keypoints for verification."""
-    return signal_families() | {"local"}
+def reference_families(signals: Iterable[Signal] | None = None) -> frozenset[str]:
+    """What a stored item's features need: its signals' (default: the configured ones of MatchSettings()), and
+    keypoints for verification."""
+    chosen = configured_signals(MatchSettings()).values() if signals is None else signals
+    return signal_families(chosen) | {"local"}
 
 
-def match_families() -> frozenset[str]:
+def match_families(signals: Iterable[Signal] | None = None) -> frozenset[str]:
     """What a query's features need: a stored item's, and ages for the youth triage of its faces."""
-    return reference_families() | {"age"}
+    return reference_families(signals) | {"age"}
 
 
 # Frames of a stored item whose keypoints (about 29 KB a frame) are kept for verification, spread evenly over it:
@@ -114,6 +126,11 @@ class MatchingService:
         self.snapshot_dir = snapshot_dir
         self.collections = Collections(settings, store, snapshot_dir)
         self.cases = Cases(Thresholds.defaults(settings.match))
+        # What new media is stored with, and what queries are searched with: the same, plus (from `start`) the
+        # signals of older models that stored references still hold (server.service.versions)
+        self.new_signals = configured_signals(settings.match)
+        self.query_signals = dict(self.new_signals)
+        self.signal_models = signal_models(settings.models)
         # Reference and negative-bank writes and forgets each hold this from the commit to the index update, so
         # the index never keeps an entry the database has forgotten. Feature extraction runs outside it.
         self._write_lock = threading.Lock()
@@ -133,7 +150,12 @@ class MatchingService:
         return self.collections.libraries
 
     def start(self) -> None:
-        """Load snapshots and bring them in step with the database; then snapshot periodically."""
+        """Check the stored vectors' models, load snapshots and bring them in step with the database; then
+        snapshot periodically."""
+        self.query_signals = signals_in_use(self.store, self.new_signals, self.signal_models)
+        retained = sorted(set(self.query_signals) - set(self.new_signals))
+        if retained:
+            log.info("queries are also searched with %s: stored references still hold them", retained)
         self.collections.load()
         self.cases.load(self.store)
         self.collections.start_snapshots(self.slots.stopping)
@@ -174,7 +196,8 @@ class MatchingService:
                      np.asarray(Image.fromarray(f).resize((width, height), Image.BILINEAR)) for f in decoded]
         stacked = np.ascontiguousarray(np.stack(same_size))
         times = np.array([t for _, t in frames], np.float32)
-        features = self.inference.frame_features(stacked, times, families or match_families())
+        features = self.inference.frame_features(stacked, times,
+                                                 families or match_families(self.query_signals.values()))
         digest = hashlib.sha256(b"".join(hashlib.sha256(image).digest() for image, _ in frames)).digest()
         return features, MediaSummary(kind="frames", sha256=digest, width=width, height=height,
                                       duration_s=float(times.max() - times.min()), frames=len(frames))
@@ -202,10 +225,17 @@ class MatchingService:
         return check
 
     def _vectors(self, features: MediaFeatures, query: bool) -> dict[str, SignalVectors]:
-        return {
-            name: (signal.query_vectors if query else signal.reference_vectors)(features, self.match_settings)
-            for name, signal in SIGNALS.items()
-        }
+        """A query's rows of every signal in use, or a stored item's rows of the configured signals."""
+        if query:
+            return {name: signal.query_vectors(features, self.match_settings)
+                    for name, signal in self.query_signals.items()}
+        return {name: signal.reference_vectors(features, self.match_settings)
+                for name, signal in self.new_signals.items()}
+
+    def _families(self, stored: bool) -> frozenset[str]:
+        """Features a stored item needs (its queries too: the retro-hunt), or a query (adds the age triage)."""
+        signals = self.query_signals.values()
+        return reference_families(signals) if stored else match_families(signals)
 
     def thresholds_for_case(self, case_id: str) -> Thresholds:
         return self.cases.thresholds_for_case(case_id)
@@ -216,7 +246,7 @@ class MatchingService:
         library = self.libraries["benign"]
         if not len(library):
             return {}
-        bank = negative_bank_signals()
+        bank = {name: signal for name, signal in negative_bank_signals().items() if name in queries}
         benign_queries = {name: signal.benign_rows(queries[name]) for name, signal in bank.items()}
         radius = {name: signal.benign_threshold(self.match_settings) for name, signal in bank.items()}
         hits = library.search(benign_queries, radius, self.match_settings)
@@ -260,7 +290,7 @@ class MatchingService:
         if frames is not None:
             features, media = self.frames_features(frames)
         elif data is not None:
-            features, media = self._features(data, match_families())
+            features, media = self._features(data, self._families(stored=False))
         else:
             raise InvalidInput("no media")
         check_deadline(deadline, "matching")
@@ -305,7 +335,7 @@ class MatchingService:
             existing = self.store.find_reference(case_id, hashlib.sha256(data).digest())
             if existing is not None:  # a retry: the reference was committed already
                 return RegisterOutcome(existing[0], case_id, False, existing[1])
-            features, media = self._features(data, reference_families())
+            features, media = self._features(data, self._families(stored=True))
             stored = self._vectors(features, query=False)
             queries = self._vectors(features, query=True)
         elif pdq_hashes is not None:
@@ -378,7 +408,8 @@ class MatchingService:
         this victim") to that case's only."""
         if data is not None:
             with self.slots.hold(None):
-                features, _ = self._features(data, frozenset(s.family for s in negative_bank_signals().values()))
+                features, _ = self._features(data, signal_families(
+                    s for name, s in negative_bank_signals().items() if name in self.new_signals))
             vectors = self._vectors(features, query=False)
         elif sighting_id is not None:
             loaded = next(self.store.load_vector_batches("sightings", [sighting_id]))
@@ -389,7 +420,7 @@ class MatchingService:
             raise InvalidInput("benign media needs bytes or a sighting id")
         bank = {name: signal.benign_rows(vectors.get(name) or SignalVectors.empty(
                     signal.dim, np.uint8 if signal.binary else np.float32))
-                for name, signal in negative_bank_signals().items()}
+                for name, signal in negative_bank_signals().items() if name in self.new_signals}
         with self._write_lock:  # a ForgetCase meanwhile must find this entry in the index to remove it
             benign_id = self.store.add_benign(who, bank, sighting_id, note, case_id)
             if benign_id is None:

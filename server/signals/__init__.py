@@ -1,4 +1,4 @@
-"""Match signals: one module each (pdq, embedding, face), one interface, one registry.
+"""Match signals: one module each (pdq, embedding and embedding_fast, face), one interface, one registry.
 
 A signal turns a media item's features into rows of vectors (each row remembering the frame time and box it came
 from), makes the index that holds them (of the backend `IndexSettings` names), searches it, and knows which way
@@ -13,6 +13,7 @@ as hex, see `server.models.pdq`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -20,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from server.calibration import Tail
-from server.config import IndexSettings, MatchSettings
+from server.config import IndexSettings, MatchSettings, ModelSettings
 from server.inference.features import MediaFeatures
 
 
@@ -83,6 +84,10 @@ class Signal(Protocol):
     verifiable: bool  # geometry can confirm a hit (a copy of the picture); False for faces: another photo matches
     prior_tail: Tail | None  # its null tail where the calibration file has none (None: uncalibrated, never kept)
 
+    def model_id(self, models: ModelSettings) -> str:
+        """What makes this signal's vectors under `models`: the model's file, its input and preprocessing. It is
+        stored with every row; rows of another id are not comparable with this signal's (server.service)."""
+
     def reference_vectors(self, features: MediaFeatures, settings: MatchSettings) -> SignalVectors:
         """Rows to store for media that is searched for later (references, sightings, benign media)."""
 
@@ -135,9 +140,25 @@ def negative_bank_signals() -> dict[str, Signal]:
     return {name: signal for name, signal in SIGNALS.items() if signal.in_negative_bank}
 
 
-def signal_families() -> frozenset[str]:
-    """The feature families the registered signals need."""
-    return frozenset(signal.family for signal in SIGNALS.values())
+def configured_signals(settings: MatchSettings) -> dict[str, Signal]:
+    """The signals new media gets (`MatchSettings.signals`), in registry order."""
+    names = [n.strip() for n in settings.signals.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(SIGNALS))
+    if unknown:
+        raise ValueError(f"MatchSettings.signals names unknown signals {unknown}; registered: {sorted(SIGNALS)}")
+    if not names:
+        raise ValueError("MatchSettings.signals names no signal")
+    return {name: signal for name, signal in SIGNALS.items() if name in names}
+
+
+def signal_models(models: ModelSettings) -> dict[str, str]:
+    """Each registered signal's model id under `models` (what the store records with its rows)."""
+    return {name: signal.model_id(models) for name, signal in SIGNALS.items()}
+
+
+def signal_families(signals: Iterable[Signal]) -> frozenset[str]:
+    """The feature families these signals need."""
+    return frozenset(signal.family for signal in signals)
 
 
 def _register_built_ins() -> None:
@@ -145,7 +166,7 @@ def _register_built_ins() -> None:
     from server.signals.face import FaceSignal
     from server.signals.pdq import PdqSignal
 
-    for signal in (PdqSignal(), EmbeddingSignal(), FaceSignal()):
+    for signal in (PdqSignal(), EmbeddingSignal.full(), EmbeddingSignal.fast(), FaceSignal()):
         register(signal)
 
 

@@ -7,43 +7,68 @@ quarter of a page meets the page's content block, and an 80 % crop meets the ref
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from jiwoom.api.errors import InvalidInput
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
-from server.config import IndexSettings, MatchSettings
+from server.config import IndexSettings, MatchSettings, ModelSettings
 from server.index import VectorSearch, vector_index
-from server.inference.features import MediaFeatures
+from server.inference.features import FrameFeatures, MediaFeatures, Region
+from server.models.versions import EmbedderConfig, model_id
 from server.signals import Hits, SignalVectors, whole_frames
 
 
 class EmbeddingSignal:
-    name = "embedding"
-    family = "embedding"
+    """One copy-detection embedding model over the regions: `full` (SSCD, the `embedding` signal) or `fast` (the
+    distilled SSCD, `embedding_fast`). Their vectors live in separate indexes and never meet."""
+
+    family: str
     dim = 512
     binary = False
     lower_is_closer = False
-    proto_value = pb.SIGNAL_EMBEDDING
-    proto_threshold_field = "embedding_min_similarity"
     in_negative_bank = True
     verifiable = True
-    prior_tail = None  # fitted: server/data/calibration_sscd.npz
+    prior_tail = None  # fitted: server/data/calibration_sscd.npz (the full model's; the fast one has none yet)
+
+    def __init__(self, name: str, proto_value: int, proto_threshold_field: str, threshold_setting: str,
+                 embedder: Callable[[ModelSettings], EmbedderConfig], regions: Callable[[FrameFeatures], list[Region]]
+                 ) -> None:
+        self.name = self.family = name
+        self.proto_value = proto_value
+        self.proto_threshold_field = proto_threshold_field
+        self.threshold_setting = threshold_setting  # the MatchSettings field of its default threshold
+        self.embedder = embedder
+        self.regions = regions
+
+    @classmethod
+    def full(cls) -> EmbeddingSignal:
+        return cls("embedding", pb.SIGNAL_EMBEDDING, "embedding_min_similarity", "embedding_min_similarity",
+                   EmbedderConfig.full, lambda frame: frame.regions)
+
+    @classmethod
+    def fast(cls) -> EmbeddingSignal:
+        return cls("embedding_fast", 0, "", "fast_embedding_min_similarity", EmbedderConfig.fast,
+                   lambda frame: frame.fast_regions)
+
+    def model_id(self, models: ModelSettings) -> str:
+        return model_id(self.embedder(models))
 
     def reference_vectors(self, features: MediaFeatures, settings: MatchSettings) -> SignalVectors:
-        rows = [(r.embedding, f.timestamp, r.box, f.index) for f in features.frames for r in f.regions]
+        rows = [(r.embedding, f.timestamp, r.box, f.index) for f in features.frames for r in self.regions(f)]
         return SignalVectors.stack(rows, self.dim)
 
     def query_vectors(self, features: MediaFeatures, settings: MatchSettings) -> SignalVectors:
         return self.reference_vectors(features, settings)
 
     def default_threshold(self, settings: MatchSettings) -> float:
-        return settings.embedding_min_similarity
+        return float(getattr(settings, self.threshold_setting))
 
     def check_threshold(self, value: float) -> None:
         if not 0.3 <= value <= 1.0:
-            raise InvalidInput("embedding_min_similarity must be 0.3..1")
+            raise InvalidInput(f"{self.name} threshold ({self.threshold_setting}) must be 0.3..1")
 
     def benign_rows(self, vectors: SignalVectors) -> SignalVectors:
         return whole_frames(vectors)  # near copies of the whole picture, not a shared logo in one region

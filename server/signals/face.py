@@ -11,7 +11,7 @@ from pathlib import Path
 from jiwoom.api.errors import InvalidInput
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.calibration import FACE_PRIOR
-from server.config import IndexSettings, MatchSettings
+from server.config import IndexSettings, MatchSettings, ModelSettings
 from server.index import VectorSearch, vector_index
 from server.inference.features import MediaFeatures
 from server.signals import Hits, SignalVectors
@@ -37,6 +37,9 @@ class FaceSignal:
     in_negative_bank = False  # the bank holds pictures judged benign: a face in one says nothing elsewhere
     verifiable = False  # another photo of the same person is a match: there is no copy to align
     prior_tail = FACE_PRIOR
+
+    def model_id(self, models: ModelSettings) -> str:
+        return "dlib_face_recognition_resnet_model_v1:5pt"  # on dlib's 5-point alignment, whatever the detector
 
     def reference_vectors(self, features: MediaFeatures, settings: MatchSettings) -> SignalVectors:
         rows = [

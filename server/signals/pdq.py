@@ -14,7 +14,7 @@ import numpy as np
 
 from jiwoom.api.errors import InvalidInput
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
-from server.config import IndexSettings, MatchSettings
+from server.config import IndexSettings, MatchSettings, ModelSettings
 from server.index import binary_index
 from server.inference.features import MediaFeatures
 from server.models.pdq import PDQ_BYTES
@@ -37,6 +37,9 @@ class PdqSignal:
     in_negative_bank = True
     verifiable = True
     prior_tail = None
+
+    def model_id(self, models: ModelSettings) -> str:
+        return "pdq:1"  # the published algorithm (pdqhash), which has no settings
 
     def _rows(self, features: MediaFeatures, settings: MatchSettings, variants: bool) -> SignalVectors:
         rows = []

@@ -19,8 +19,9 @@ from psycopg import Connection
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from server.config import ModelSettings
 from server.inference.features import LocalFeatures
-from server.signals import SignalVectors
+from server.signals import SignalVectors, signal_models
 from server.storage import chain
 
 ROLES = ("crawler", "case_system", "officer", "admin")
@@ -108,8 +109,10 @@ def token_digest(token: str) -> bytes:
 
 
 class Store:
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, models: ModelSettings | None = None) -> None:
+        """`models`: the model settings whose ids are recorded with every vector row written (the service's)."""
         self.pool = pool
+        self.signal_models = signal_models(models or ModelSettings())
 
     # -- tokens ---------------------------------------------------------------------------------------------
 
@@ -177,7 +180,7 @@ class Store:
                                         (case_id, media.sha256)).fetchone()
                 return existing[0], False
             reference_id = row[0]
-            _insert_vectors(conn, "references", reference_id, vectors)
+            _insert_vectors(conn, "references", reference_id, vectors, self.signal_models)
             _insert_local(conn, "references", reference_id, local)
             audit(conn, who, "RegisterReference", f"reference:{reference_id}",
                   {"case": case_id, "kind": media.kind, "frames": media.frames})
@@ -238,7 +241,7 @@ class Store:
                  source.text, source.suspected, Jsonb(source.extra or {}), media.kind, media.sha256 or None,
                  media.width, media.height, media.duration_s, media.frames, youth_faces, who.name),
             ).fetchone()[0]
-            _insert_vectors(conn, "sightings", sighting_id, vectors)
+            _insert_vectors(conn, "sightings", sighting_id, vectors, self.signal_models)
             _insert_local(conn, "sightings", sighting_id, local)
             audit(conn, who, "RecordSighting", f"sighting:{sighting_id}", {"kind": media.kind})
         return sighting_id, True
@@ -262,7 +265,7 @@ class Store:
             benign_id = conn.execute(
                 "insert into benign_media (sighting_id, note, created_by, case_id) values (%s, %s, %s, %s)"
                 " returning id", (sighting_id, note, who.name, case_id)).fetchone()[0]
-            _insert_vectors(conn, "benign", benign_id, vectors)
+            _insert_vectors(conn, "benign", benign_id, vectors, self.signal_models)
             detail: dict[str, Any] = {"sighting": sighting_id} if sighting_id else {}
             if case_id is not None:
                 detail["case"] = case_id
@@ -333,6 +336,14 @@ class Store:
         with self.pool.connection() as conn:
             return {r[0] for r in conn.execute(f"select id from {owners}")}
 
+    def stored_models(self, collection: Collection) -> dict[tuple[str, str], int]:
+        """(signal, model id) -> how many owners hold rows of it."""
+        table, owner_column, _ = _VECTOR_TABLES[collection]
+        with self.pool.connection() as conn:
+            rows = conn.execute(f"select signal, model, count(distinct {owner_column}) from {table}"
+                                " group by signal, model")
+            return {(signal, model): count for signal, model, count in rows}
+
     def load_vector_batches(self, collection: Collection, ids: Iterable[int]
                             ) -> Iterator[dict[int, dict[str, SignalVectors]]]:
         """Vectors by signal for the given owners, a batch of owners at a time (bounded memory on rebuilds)."""
@@ -355,15 +366,16 @@ class Store:
             yield grouped
 
 
-def _insert_vectors(conn: Connection, collection: Collection, owner: int, vectors: dict[str, SignalVectors]) -> None:
+def _insert_vectors(conn: Connection, collection: Collection, owner: int, vectors: dict[str, SignalVectors],
+                    models: dict[str, str]) -> None:
     table, owner_column, _ = _VECTOR_TABLES[collection]
     for signal, rows in vectors.items():
         if not len(rows):
             continue
         conn.execute(
-            f"insert into {table} ({owner_column}, signal, dim, dtype, vectors, timestamps, boxes, frames)"
-            " values (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (owner, signal, rows.vectors.shape[1], str(rows.vectors.dtype),
+            f"insert into {table} ({owner_column}, signal, model, dim, dtype, vectors, timestamps, boxes, frames)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (owner, signal, models[signal], rows.vectors.shape[1], str(rows.vectors.dtype),
              np.ascontiguousarray(rows.vectors).tobytes(), rows.timestamps.astype(np.float32).tobytes(),
              rows.boxes.astype(np.float32).tobytes(), rows.frames.astype(np.int32).tobytes()),
         )
