@@ -1,13 +1,16 @@
 """Latency and throughput of the running service over gRPC: RegisterReference, then Match at several concurrencies.
 
     .venv/bin/python -m bench.service_latency [--seconds 60] [--concurrency 1,4] [--references 50]
-                                              [--grids 3,0] [--out report.md]
+                                              [--configs before,default] [--copies 0.5] [--out report.md]
 
-For each region grid (3, the default, and 0, no grid windows) it starts the real service
+For each configuration (CONFIGS: `default`; `before`, the service as it was before the fast path: no cascade,
+no distilled embedding, ONNX Runtime threads one per core; `grid0`, the default without grid windows) it starts
+the real service
 (`server.app.running_service`) on a throwaway PostgreSQL cluster (`server.storage.db.local_postgres`, system binaries),
 registers N corpus images as references through `jiwoom.api.client.MatcherClient`, then for `--seconds` per
-concurrency level sends `Match` requests from that many client threads: half are transformed copies of
-registered references (they should match), half are transformed corpus images that were not registered. Client
+concurrency level sends `Match` requests from that many client threads: a share `--copies` (default half) are
+transformed copies of registered references (they should match), the rest transformed corpus images that were
+not registered (a crawl sees mostly those). Client
 and server share this machine's cores, as they would on a single-box deployment.
 """
 
@@ -36,10 +39,16 @@ from bench.record import machine, publish
 from bench.transforms import CORPUS, TRANSFORMS, encode, load
 from jiwoom.api.client import MatcherClient, open_channel
 from server.app import running_service
-from server.config import ServiceSettings, Settings
+from server.config import MatchSettings, ModelSettings, ServiceSettings, Settings
 from server.storage.db import local_postgres
 
 WARMUP_REQUESTS = 2  # per concurrency level, not timed: the first calls load models and fill caches
+CONFIGS: dict[str, Settings] = {
+    "default": Settings(),
+    "before": Settings(match=MatchSettings(signals="pdq,embedding,face", screen_signal=""),
+                       models=ModelSettings(threads=0)),
+    "grid0": Settings(models=ModelSettings(region_grid=0, fast_region_grid=0)),
+}
 
 
 @dataclass(frozen=True)
@@ -97,13 +106,15 @@ def pick_images(references: int, queries: int, seed: int) -> tuple[list[int], li
     return registered, others
 
 
-def query_pool(registered: list[int], others: list[int], size: int, seed: int) -> list[QueryItem]:
-    """Transformed JPEGs (q90): alternately a copy of a registered reference and an unregistered image."""
+def query_pool(registered: list[int], others: list[int], size: int, seed: int, copies: float = 0.5
+               ) -> list[QueryItem]:
+    """Transformed JPEGs (q90): a share `copies` of copies of registered references, spread through the pool,
+    the rest unregistered images."""
     rng = random.Random(seed)
     names = list(TRANSFORMS)
     pool = []
     for i in range(size):
-        copy = i % 2 == 0
+        copy = int((i + 1) * copies) > int(i * copies)
         index = rng.choice(registered) if copy else others[(i // 2) % len(others)]
         transform = rng.choice(names)
         image = transformed(transform, load(image_path(index)), seed + i)
@@ -211,7 +222,7 @@ def render(results: list[ConfigResult], args: argparse.Namespace, settings: Sett
         f"copies of registered references (random transform of {', '.join(TRANSFORMS)}), half transformed "
         f"unregistered images; {args.seconds:g} s per concurrency level after {WARMUP_REQUESTS} warm-up calls.")
     add(f"- Wall time: {wall_s / 60:.1f} min\n")
-    add("| region grid | operation | concurrency | calls | p50 ms | p90 ms | p99 ms | throughput req/s | errors |"
+    add("| configuration | operation | concurrency | calls | p50 ms | p90 ms | p99 ms | throughput req/s | errors |"
         " copies found | non-matching that matched |")
     add("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
@@ -225,9 +236,9 @@ def render(results: list[ConfigResult], args: argparse.Namespace, settings: Sett
                 f"{level.errors} | {level.copies_found}/{level.copies} | {level.others_matched}/{level.others} |")
     add("")
     add("Service start (migrations, pool, empty indexes, gRPC): "
-        + ", ".join(f"grid {r.label} {r.startup_s:.1f} s" for r in results)
+        + ", ".join(f"{r.label} {r.startup_s:.1f} s" for r in results)
         + ". First Match after start (models load lazily): "
-        + ", ".join(f"grid {r.label} {r.first_call_s:.1f} s" for r in results) + ".")
+        + ", ".join(f"{r.label} {r.first_call_s:.1f} s" for r in results) + ".")
     return "\n".join(lines)
 
 
@@ -236,7 +247,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="per concurrency level")
     parser.add_argument("--concurrency", default="1,4", help="comma-separated client thread counts")
     parser.add_argument("--references", type=int, default=50)
-    parser.add_argument("--grids", default="3,0", help="ModelSettings.region_grid values to run (3 = default)")
+    parser.add_argument("--configs", default="before,default", help=f"comma-separated, of {sorted(CONFIGS)}")
+    parser.add_argument("--copies", type=float, default=0.5, help="share of Match queries that copy a reference")
     parser.add_argument("--pool", type=int, default=40, help="distinct Match query images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the report to this file")
@@ -245,13 +257,11 @@ def main() -> None:
     load_at_start = os.getloadavg()  # a shared machine skews the timings; say how busy it was
     started = time.perf_counter()
     registered, others = pick_images(args.references, args.pool, args.seed)
-    pool = query_pool(registered, others, args.pool, args.seed)
+    pool = query_pool(registered, others, args.pool, args.seed, args.copies)
     base = Settings(service=ServiceSettings())
     results = []
-    for grid in (int(g) for g in args.grids.split(",") if g.strip()):
-        settings = dataclasses.replace(base, models=dataclasses.replace(base.models, region_grid=grid))
-        label = f"{grid} (default)" if grid == base.models.region_grid else str(grid)
-        results.append(run_config(label, settings, args, registered, pool))
+    for name in (n.strip() for n in args.configs.split(",") if n.strip()):
+        results.append(run_config(name, CONFIGS[name], args, registered, pool))
     text = render(results, args, base, pool, time.perf_counter() - started, load_at_start)
     publish(text, args.out)
 

@@ -102,6 +102,12 @@ class Calibration:
 # rarer for every 0.1 closer. Per pair of faces, so conservative for references without faces.
 FACE_PRIOR = Tail(intercept=-2.3 - 0.6 * 10, slope=-10.0, start=0.6, lower_is_closer=True)
 
+# The distilled SSCD (`embedding_fast`, raw cosine, best pair of regions): not yet fitted at scale. This tail is
+# `python -m bench.fast_tail` on the dev corpus: 266 images x 2 uploader transforms against every unrelated corpus
+# image (137,664 pairs; the closest at 0.697), fitted from 0.41 and doubled. It says P = 1.2e-4 per reference at
+# 0.6 and 6.9e-6 at 0.8, extrapolated past 0.70.
+FAST_EMBEDDING_PRIOR = Tail(intercept=-0.1877, slope=-6.2177, start=0.4121, lower_is_closer=False)
+
 
 def p_false(expected_false: float) -> float:
     """The probability of at least one false match when E are expected (Poisson)."""

@@ -72,7 +72,12 @@ class MatchSettings:
     # The signals new references, sightings and negative-bank entries get (comma-separated names of
     # server.signals.SIGNALS). A query is searched with these and with every signal stored references still hold
     # (`server.service.versions`), so changing them never leaves a stored reference unmatchable.
-    signals: str = "pdq,embedding,face"
+    signals: str = "pdq,embedding,embedding_fast,face"
+    # The cascade (server.matching.cascade): a query's `screened_signal` is computed only where the
+    # `screen_signal` (at `screen_min_similarity`, below its own threshold) or PDQ finds a candidate. "" turns it off.
+    screen_signal: str = "embedding_fast"
+    screened_signal: str = "embedding"
+    screen_min_similarity: float = 0.45
 
     pdq_max_distance: int = 31  # Hamming, of 256 bits: the ThreatExchange/StopNCII convention
     pdq_min_quality: int = 50  # PDQ hashes of flat, low-detail frames collide; below this they are not used

@@ -19,7 +19,7 @@ from server.storage.store import Principal, Store
 from tests.conftest import ASTRONAUT, fresh_database
 
 OFFICER = Principal("versions-test", "admin")
-MODEL_A = Settings()  # the full SSCD as the embedding signal
+MODEL_A = Settings(match=MatchSettings(signals="pdq,embedding,face"))  # the full SSCD only, as before the cascade
 MODEL_B = Settings(match=MatchSettings(signals="pdq,embedding_fast,face", calibrated=False))  # the distilled one
 
 

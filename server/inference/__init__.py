@@ -31,6 +31,17 @@ class Inference(ABC):
         tensors = self.infer("media_features", {"media": media}, [*MEDIA_OUTPUTS, *outputs_for(families)])
         return assemble(tensors)
 
+    def sample(self, data: bytes) -> dict[str, np.ndarray]:
+        """Decode image or video bytes and sample its frames, once, for features asked in stages (the cascade):
+        the frame sampler's tensors (`frames`, and MEDIA_OUTPUTS)."""
+        return self.infer("frame_sampler", {"media": np.array([data], dtype=np.object_)}, ["frames", *MEDIA_OUTPUTS])
+
+    def sampled_features(self, sampled: dict[str, np.ndarray], families: frozenset[str]) -> MediaFeatures:
+        """Features of frames `sample` returned: what `media_features` computes, without decoding again."""
+        tensors = self.infer("frame_features", {"frames": sampled["frames"]}, outputs_for(families))
+        tensors.update({name: sampled[name] for name in MEDIA_OUTPUTS})
+        return assemble(tensors)
+
     def frame_features(
         self, frames: np.ndarray, timestamps: np.ndarray | None = None, families: frozenset[str] = ALL_FAMILIES
     ) -> MediaFeatures:

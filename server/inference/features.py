@@ -5,7 +5,7 @@ Assembly is pure (no models, no I/O), so it is shared by every inference backend
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -21,6 +21,16 @@ FAMILY_OUTPUTS: dict[str, tuple[str, ...]] = {
     "local": ("local_keypoints", "local_descriptors", "local_frame", "local_mirrored"),
 }
 ALL_FAMILIES = frozenset(FAMILY_OUTPUTS)
+# The FrameFeatures fields each family fills (`merged` copies them from a later stage's features)
+FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
+    "pdq": ("pdq_hash", "pdq_dihedral", "pdq_quality"),
+    "embedding": ("regions",),
+    "embedding_fast": ("fast_regions",),
+    "faces": ("faces",),
+    "age": ("faces",),
+    "ocr": ("ocr_text",),
+    "local": ("local",),
+}
 MEDIA_OUTPUTS = ("timestamps", "scene_cut", "frame_size", "duration_s")
 
 
@@ -156,3 +166,14 @@ def assemble(tensors: dict[str, np.ndarray], timestamps: np.ndarray | None = Non
         duration_s=float(tensors["duration_s"][0]) if "duration_s" in tensors else 0.0,
         frames=frames,
     )
+
+
+def merged(base: MediaFeatures, later: MediaFeatures, families: frozenset[str]) -> MediaFeatures:
+    """`base` with the fields of `families` taken from `later`: the same frames, features computed in a second
+    stage (the cascade's full embedding)."""
+    if len(base.frames) != len(later.frames):
+        raise ValueError(f"stages disagree on the frames: {len(base.frames)} and {len(later.frames)}")
+    names = {name for family in families for name in FAMILY_FIELDS[family]}
+    frames = [replace(frame, **{name: getattr(extra, name) for name in names})
+              for frame, extra in zip(base.frames, later.frames, strict=True)]
+    return replace(base, frames=frames)

@@ -120,6 +120,12 @@ class Library:
         with self._lock:
             return set(self._owners)
 
+    def unscreened(self, screened: str, screen: str) -> int:
+        """How many owners hold rows of `screened` but none of `screen` (stored before the screen's model was):
+        the cascade cannot rule them out with the screen alone."""
+        with self._lock:
+            return len(self._times.get(screened, {}).keys() - self._times.get(screen, {}).keys())
+
     def __len__(self) -> int:
         return len(self._owners)
 

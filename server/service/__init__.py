@@ -12,7 +12,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,7 +23,8 @@ from jiwoom.api.errors import DeadlineExceeded, InvalidInput, NotFound
 from server.calibration import Calibration, calibration_for, embedding_space
 from server.config import MatchSettings, Settings
 from server.inference import Inference
-from server.inference.features import MediaFeatures
+from server.inference.features import MediaFeatures, merged
+from server.matching.cascade import Cascade
 from server.matching.decisions import Assessor, MatchResult, Thresholds, Verifier, match_library
 from server.matching.library import IndexStat, Library
 from server.matching.negative_bank import benign_frames_by_case
@@ -69,6 +70,14 @@ LOCAL_FRAMES_REFERENCE = 32
 LOCAL_FRAMES_SIGHTING = 4
 MAX_HASHES = 1000  # per hash-only reference
 Excluded = dict[str | None, set[int]]  # query frames in the negative bank, by the case it applies to (None: every)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A query's features so far, and how to compute more families of the same decoded frames."""
+
+    features: MediaFeatures
+    more: Callable[[frozenset[str]], MediaFeatures]
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,8 @@ class MatchingService:
         self.new_signals = configured_signals(settings.match)
         self.query_signals = dict(self.new_signals)
         self.signal_models = signal_models(settings.models)
+        self.cascade: Cascade | None = None  # from `start`, once the signals in use are known
+        self.cascade_counts = {"full": 0, "screened_out": 0}  # queries, since start (logged at stop)
         # Reference and negative-bank writes and forgets each hold this from the commit to the index update, so
         # the index never keeps an entry the database has forgotten. Feature extraction runs outside it.
         self._write_lock = threading.Lock()
@@ -156,6 +167,7 @@ class MatchingService:
         retained = sorted(set(self.query_signals) - set(self.new_signals))
         if retained:
             log.info("queries are also searched with %s: stored references still hold them", retained)
+        self.cascade = Cascade.of(self.match_settings, self.query_signals)
         self.collections.load()
         self.cases.load(self.store)
         self.collections.start_snapshots(self.slots.stopping)
@@ -164,22 +176,27 @@ class MatchingService:
         self.collections.snapshot(names, force)
 
     def stop(self) -> None:
+        if self.cascade is not None:
+            log.info("cascade since start: %(full)d queries got the full embedding, %(screened_out)d were screened "
+                     "out", self.cascade_counts)
         self.slots.close(STOP_DRAIN_S)
         self.collections.stop()
 
     # -- features -----------------------------------------------------------------------------------------------
 
     def _features(self, data: bytes, families: frozenset[str]) -> tuple[MediaFeatures, MediaSummary]:
-        fmt = sniff_format(data)
         features = self.inference.media_features(data, families)
+        return features, self._summary(data, features)
+
+    def _summary(self, data: bytes, features: MediaFeatures) -> MediaSummary:
         height, width = features.frame_size
-        return features, MediaSummary(
-            kind="image" if fmt in IMAGE_FORMATS else "video", sha256=hashlib.sha256(data).digest(),
+        return MediaSummary(
+            kind="image" if sniff_format(data) in IMAGE_FORMATS else "video", sha256=hashlib.sha256(data).digest(),
             width=width, height=height, duration_s=features.duration_s, frames=len(features.frames))
 
-    def frames_features(self, frames: list[tuple[bytes, float]], families: frozenset[str] | None = None
-                        ) -> tuple[MediaFeatures, MediaSummary]:
-        """Features of frames a crawler decoded itself: each an encoded image with its time in the video."""
+    def _decoded_frames(self, frames: list[tuple[bytes, float]]) -> tuple[np.ndarray, np.ndarray, MediaSummary]:
+        """Frames a crawler decoded itself (each an encoded image with its time in the video), decoded here and
+        brought to one size: uint8 [F, H, W, 3], their times, and the item's summary."""
         if not frames:
             raise InvalidInput("an item with no frames")
         if len(frames) > self.settings.limits.max_frames:
@@ -196,11 +213,29 @@ class MatchingService:
                      np.asarray(Image.fromarray(f).resize((width, height), Image.BILINEAR)) for f in decoded]
         stacked = np.ascontiguousarray(np.stack(same_size))
         times = np.array([t for _, t in frames], np.float32)
-        features = self.inference.frame_features(stacked, times,
-                                                 families or match_families(self.query_signals.values()))
         digest = hashlib.sha256(b"".join(hashlib.sha256(image).digest() for image, _ in frames)).digest()
-        return features, MediaSummary(kind="frames", sha256=digest, width=width, height=height,
-                                      duration_s=float(times.max() - times.min()), frames=len(frames))
+        return stacked, times, MediaSummary(kind="frames", sha256=digest, width=width, height=height,
+                                            duration_s=float(times.max() - times.min()), frames=len(frames))
+
+    def frames_features(self, frames: list[tuple[bytes, float]], families: frozenset[str] | None = None
+                        ) -> tuple[MediaFeatures, MediaSummary]:
+        """Features of frames a crawler decoded itself."""
+        stacked, times, media = self._decoded_frames(frames)
+        return self.inference.frame_features(stacked, times, families or self._families(stored=False)), media
+
+    def _staged(self, data: bytes | None, frames: list[tuple[bytes, float]] | None, families: frozenset[str]
+                ) -> tuple[Staged, MediaSummary]:
+        """A query's features of `families`, decoded once, with a way to add more families to them later."""
+        if frames is not None:
+            stacked, times, media = self._decoded_frames(frames)
+            features = self.inference.frame_features(stacked, times, families)
+            return Staged(features, lambda more: self.inference.frame_features(stacked, times, more)), media
+        if data is None:
+            raise InvalidInput("no media")
+        sampled = self.inference.sample(data)
+        features = self.inference.sampled_features(sampled, families)
+        return Staged(features, lambda more: self.inference.sampled_features(sampled, more)), \
+            self._summary(data, features)
 
     def _assessor(self, library: str, features: MediaFeatures | None) -> Assessor | None:
         """Calibration of one search's matches against `library`, verifying with the stored keypoints."""
@@ -237,6 +272,9 @@ class MatchingService:
         signals = self.query_signals.values()
         return reference_families(signals) if stored else match_families(signals)
 
+    def _one_picture_signal(self, results: list[MatchResult]) -> list[MatchResult]:
+        return self.cascade.without_screen_duplicates(results) if self.cascade is not None else results
+
     def thresholds_for_case(self, case_id: str) -> Thresholds:
         return self.cases.thresholds_for_case(case_id)
 
@@ -264,6 +302,7 @@ class MatchingService:
                                 self.cases.thresholds_for_reference, features, self.match_settings,
                                 excluded.get(None, set()), by_case, self.cases.case_of_reference,
                                 self._assessor("references", features))
+        results = self._one_picture_signal(results)
         return with_face_only([TargetMatch(r, reference_id=r.owner, case_id=self.cases.case_of_reference(r.owner))
                                for r in results if r.owner not in skip_owners and self.cases.is_reference(r.owner)])
 
@@ -272,6 +311,7 @@ class MatchingService:
         radius = {n: thresholds.of(n) for n in SIGNALS}
         results = match_library(self.libraries["sightings"], queries, radius, lambda _owner: thresholds, features,
                                 self.match_settings, excluded, assess=self._assessor("sightings", features))
+        results = self._one_picture_signal(results)
         sources = self.store.sighting_sources({r.owner for r in results}) if results else {}
         return with_face_only([TargetMatch(r, sighting_id=r.owner, source=sources.get(r.owner)) for r in results
                                if r.owner in sources])
@@ -287,14 +327,25 @@ class MatchingService:
 
     def _match(self, who: Principal, data: bytes | None, frames: list[tuple[bytes, float]] | None,
                source: SourceRecord | None, include_sightings: bool, deadline: float | None) -> MatchOutcome:
-        if frames is not None:
-            features, media = self.frames_features(frames)
-        elif data is not None:
-            features, media = self._features(data, self._families(stored=False))
-        else:
-            raise InvalidInput("no media")
-        check_deadline(deadline, "matching")
+        families = self._families(stored=False)
+        cascade = self.cascade
+        first = families
+        if cascade is not None:  # a sighting keeps its keypoints either way: later retro-hunts verify with them
+            first = cascade.stage_one(families) | (frozenset({"local"}) if source is not None else frozenset())
+        staged, media = self._staged(data, frames, first)
+        features = staged.features
         queries = self._vectors(features, query=True)
+        if cascade is not None:
+            searched = [self.libraries["references"]] + ([self.libraries["sightings"]] if include_sightings else [])
+            if cascade.needs_full(searched, queries, self.cases.search_radius(), self.match_settings):
+                check_deadline(deadline, "the full embedding")
+                second = cascade.stage_two() - first
+                features = merged(features, staged.more(second), second)
+                queries = self._vectors(features, query=True)
+                self.cascade_counts["full"] += 1
+            else:
+                self.cascade_counts["screened_out"] += 1
+        check_deadline(deadline, "matching")
         excluded = self._benign(queries)
         outcome = MatchOutcome(media=media, benign=any(excluded.values()))
         outcome.matches = self._match_references(queries, features, excluded)

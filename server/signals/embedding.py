@@ -14,6 +14,7 @@ import numpy as np
 
 from jiwoom.api.errors import InvalidInput
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
+from server.calibration import FAST_EMBEDDING_PRIOR, Tail
 from server.config import IndexSettings, MatchSettings, ModelSettings
 from server.index import VectorSearch, vector_index
 from server.inference.features import FrameFeatures, MediaFeatures, Region
@@ -31,12 +32,12 @@ class EmbeddingSignal:
     lower_is_closer = False
     in_negative_bank = True
     verifiable = True
-    prior_tail = None  # fitted: server/data/calibration_sscd.npz (the full model's; the fast one has none yet)
 
     def __init__(self, name: str, proto_value: int, proto_threshold_field: str, threshold_setting: str,
-                 embedder: Callable[[ModelSettings], EmbedderConfig], regions: Callable[[FrameFeatures], list[Region]]
-                 ) -> None:
+                 embedder: Callable[[ModelSettings], EmbedderConfig], regions: Callable[[FrameFeatures], list[Region]],
+                 prior_tail: Tail | None = None) -> None:
         self.name = self.family = name
+        self.prior_tail = prior_tail
         self.proto_value = proto_value
         self.proto_threshold_field = proto_threshold_field
         self.threshold_setting = threshold_setting  # the MatchSettings field of its default threshold
@@ -45,13 +46,14 @@ class EmbeddingSignal:
 
     @classmethod
     def full(cls) -> EmbeddingSignal:
+        # its tail is fitted at scale: server/data/calibration_sscd.npz
         return cls("embedding", pb.SIGNAL_EMBEDDING, "embedding_min_similarity", "embedding_min_similarity",
                    EmbedderConfig.full, lambda frame: frame.regions)
 
     @classmethod
     def fast(cls) -> EmbeddingSignal:
         return cls("embedding_fast", 0, "", "fast_embedding_min_similarity", EmbedderConfig.fast,
-                   lambda frame: frame.fast_regions)
+                   lambda frame: frame.fast_regions, FAST_EMBEDDING_PRIOR)
 
     def model_id(self, models: ModelSettings) -> str:
         return model_id(self.embedder(models))
