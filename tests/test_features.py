@@ -18,7 +18,8 @@ from tests.conftest import ASTRONAUT, GRACE_HOPPER
 
 PDQ_MATCH = 31
 FACE_SAME = 0.6
-ALL_BUT_OCR = frozenset({"pdq", "embedding", "faces", "age"})
+ALL_BUT_OCR = frozenset({"pdq", "embedding", "faces", "faces_sface", "age"})
+SFACE_SAME = 0.4  # MatchSettings.sface_min_similarity
 
 
 def features(inference: Inference, image: Image.Image, families: frozenset[str] = ALL_BUT_OCR) -> FrameFeatures:
@@ -111,13 +112,36 @@ def test_astronaut_face_found_stable_and_aged(inference, corpus):
     assert original.faces, "no face found on the astronaut"
     face = max(original.faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
     assert face.embedding is not None and face.embedding.shape == (128,)
+    assert face.sface_embedding is not None and abs(float(np.linalg.norm(face.sface_embedding)) - 1) < 1e-4
     assert face.age_mean is not None and 25 <= face.age_mean <= 55
     assert face.age_std is not None and face.age_std > 0
     assert face.age_p_under19 is not None and face.age_p_under19 < 0.5
     for variant in (tf.jpeg(astronaut, 40), tf.resize(astronaut, 0.6)):
         copy = features(inference, variant)
         distances = [float(np.linalg.norm(f.embedding - face.embedding)) for f in copy.faces]
-        assert distances and min(distances) < FACE_SAME
+        assert distances and min(distances) < FACE_SAME  # dlib's descriptor on YuNet's faces
+        similarities = [float(f.sface_embedding @ face.sface_embedding) for f in copy.faces]
+        assert similarities and max(similarities) > SFACE_SAME + 0.3  # SFace: about 0.9 here
+
+
+@pytest.mark.parametrize("detector", ["yunet", "hog"])
+def test_each_detector_finds_the_astronaut_and_a_close_up(corpus, detector):
+    """YuNet (the default) and dlib's HOG (the configured alternative); YuNet's second, smaller pass finds a face
+    that fills the frame, which its first pass cannot."""
+    from server.config import ModelSettings, Settings
+    from server.models.face_detect import FaceDetectModel
+
+    model = FaceDetectModel(Settings(models=ModelSettings(face_detector=detector)))
+    frame = np.asarray(tf.load(corpus / "images" / ASTRONAUT))
+    found = model(frame[None])
+    assert len(found["face_frame"]) >= 1
+    x0, y0, x1, y1 = (int(v) for v in found["face_boxes"][int(np.argmax(found["face_scores"]))])
+    pad_x, pad_y = (x1 - x0) // 10, (y1 - y0) // 10
+    close_up = np.asarray(Image.fromarray(frame[max(0, y0 - pad_y):y1 + pad_y, max(0, x0 - pad_x):x1 + pad_x])
+                          .resize((900, 1000)))
+    assert len(model(close_up[None])["face_frame"]) >= 1, "the close-up's face was missed"
+    keypoints = found["face_keypoints"]
+    assert (keypoints.any(axis=(1, 2))).all() == (detector == "yunet")  # only YuNet has its own keypoints
 
 
 def test_different_people_are_far_apart_and_old_age_reads_old(inference, corpus):
@@ -126,6 +150,7 @@ def test_different_people_are_far_apart_and_old_age_reads_old(inference, corpus)
     assert len(hopper) == 1
     assert hopper[0].age_mean is not None and hopper[0].age_mean > 55
     assert all(np.linalg.norm(a.embedding - hopper[0].embedding) > FACE_SAME for a in astronaut)
+    assert all(float(a.sface_embedding @ hopper[0].sface_embedding) < SFACE_SAME for a in astronaut)
 
 
 def test_unasked_families_are_not_computed(inference, corpus):

@@ -105,14 +105,14 @@ def test_other_corpus_images_do_not_match(served: Served, corpus: Path, register
 def test_match_reports_signal_score_threshold_and_face_ages(served: Served, corpus: Path,
                                                             registered: dict[str, int]) -> None:
     response = served.client("crawler").match(jpeg(transforms.resize(image(corpus, ASTRONAUT))))
-    by_signal = {pb.Signal.Name(m.signal): m for m in response.matches if m.reference_id == registered[ASTRONAUT]}
-    assert {"SIGNAL_PDQ", "SIGNAL_EMBEDDING", "SIGNAL_FACE"} <= set(by_signal)
-    pdq = by_signal["SIGNAL_PDQ"]
-    assert pdq.score <= pdq.threshold == 31 and pdq.case_id == "case-copies"
-    embedding = by_signal["SIGNAL_EMBEDDING"]
-    assert embedding.score >= embedding.threshold > 0.3
-    face = by_signal["SIGNAL_FACE"]
-    assert face.score <= face.threshold
+    by_signal = {m.signal_name: m for m in response.matches if m.reference_id == registered[ASTRONAUT]}
+    assert {"pdq", "embedding", "face_sface"} <= set(by_signal)  # SFace: the default face model
+    pdq = by_signal["pdq"]
+    assert pdq.signal == pb.SIGNAL_PDQ and pdq.score <= pdq.threshold == 31 and pdq.case_id == "case-copies"
+    embedding = by_signal["embedding"]
+    assert embedding.signal == pb.SIGNAL_EMBEDDING and embedding.score >= embedding.threshold > 0.3
+    face = by_signal["face_sface"]
+    assert face.signal == pb.SIGNAL_UNSPECIFIED and face.score >= face.threshold > 0.3  # a cosine
     ages = [f.age_mean for f in face.faces]
     assert ages and all(20 < age < 60 for age in ages), ages  # the astronaut is about 40
     assert not face.under_19 and not response.youth_faces
@@ -462,8 +462,8 @@ def test_case_thresholds_apply_per_case(served: Served, corpus: Path) -> None:
 def test_stats_count_what_is_stored(served: Served, registered: dict[str, int]) -> None:
     stats = served.client("officer").stats()
     assert stats.references >= len(registered) and stats.cases >= 1
-    assert {(i.collection, pb.Signal.Name(i.signal)) for i in stats.indexes} >= {
-        ("references", "SIGNAL_PDQ"), ("references", "SIGNAL_EMBEDDING"), ("sightings", "SIGNAL_FACE")}
+    assert {(i.collection, i.signal_name) for i in stats.indexes} >= {
+        ("references", "pdq"), ("references", "embedding"), ("sightings", "face_sface")}
     assert all(i.device == "cpu" for i in stats.indexes)
     assert stats.inference == "inprocess"
 

@@ -223,6 +223,7 @@ _SIGNALS: dict[str, tuple[str, str, tuple[str, str], bool]] = {
     "embedding_fast": ("복제 탐지 임베딩 (경량 모델)", "copy-detection embedding (distilled model)",
                        ("코사인 유사도", "cosine similarity"), False),
     "face": ("얼굴 유사도", "face similarity", ("얼굴 특징 거리", "face descriptor distance"), True),
+    "face_sface": ("얼굴 유사도 (SFace)", "face similarity (SFace)", ("코사인 유사도", "cosine similarity"), False),
 }
 
 # Rows whose values are identifiers (URLs, hashes): set in the small monospace style and wrapped anywhere.

@@ -16,6 +16,7 @@ FAMILY_OUTPUTS: dict[str, tuple[str, ...]] = {
     "embedding": ("embeddings", "region_boxes", "region_frame"),
     "embedding_fast": ("fast_embeddings", "fast_region_boxes", "fast_region_frame"),
     "faces": ("face_boxes", "face_scores", "face_landmarks", "face_frame", "face_embeddings"),
+    "faces_sface": ("face_boxes", "face_scores", "face_landmarks", "face_frame", "sface_embeddings"),
     "age": ("face_boxes", "face_frame", "age_mean", "age_std", "age_p_under19", "gender_p_female"),
     "ocr": ("ocr_text",),
     "local": ("local_keypoints", "local_descriptors", "local_frame", "local_mirrored"),
@@ -27,6 +28,7 @@ FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
     "embedding": ("regions",),
     "embedding_fast": ("fast_regions",),
     "faces": ("faces",),
+    "faces_sface": ("faces",),
     "age": ("faces",),
     "ocr": ("ocr_text",),
     "local": ("local",),
@@ -52,7 +54,8 @@ class Face:
     box: tuple[float, float, float, float]  # pixels of the working-resolution frame
     score: float | None = None
     landmarks: np.ndarray | None = None  # [5, 2]
-    embedding: np.ndarray | None = None  # [128]
+    embedding: np.ndarray | None = None  # [128] dlib
+    sface_embedding: np.ndarray | None = None  # [128] SFace, L2-normalised
     age_mean: float | None = None
     age_std: float | None = None
     age_p_under19: float | None = None
@@ -132,6 +135,7 @@ def assemble(tensors: dict[str, np.ndarray], timestamps: np.ndarray | None = Non
                 score=_optional(tensors, "face_scores", k),
                 landmarks=tensors["face_landmarks"][k] if "face_landmarks" in tensors else None,
                 embedding=tensors["face_embeddings"][k] if "face_embeddings" in tensors else None,
+                sface_embedding=tensors["sface_embeddings"][k] if "sface_embeddings" in tensors else None,
                 age_mean=_optional(tensors, "age_mean", k),
                 age_std=_optional(tensors, "age_std", k),
                 age_p_under19=_optional(tensors, "age_p_under19", k),

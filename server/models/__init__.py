@@ -28,6 +28,7 @@ MODEL_CLASSES: dict[str, str] = {
     "image_embed_fast": "server.models.image_embed:FastImageEmbedModel",
     "face_detect": "server.models.face_detect:FaceDetectModel",
     "face_embed": "server.models.face_embed:FaceEmbedModel",
+    "face_embed_sface": "server.models.face_embed:SFaceEmbedModel",
     "age_head": "server.models.age_head:AgeHeadModel",
     "ocr": "server.models.ocr:OcrModel",
     "local_features": "server.models.local_features:LocalFeaturesModel",

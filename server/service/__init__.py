@@ -93,11 +93,12 @@ class TargetMatch:
 
 
 def with_face_only(matches: list[TargetMatch]) -> list[TargetMatch]:
-    """Mark the matches of targets that matched on no signal but faces."""
-    signals: dict[tuple[int, int], set[str]] = {}
+    """Mark the matches of targets that matched on no signal but faces (signals geometry cannot verify)."""
+    pictures: dict[tuple[int, int], bool] = {}
     for m in matches:
-        signals.setdefault((m.reference_id, m.sighting_id), set()).add(m.result.signal)
-    return [replace(m, face_only=signals[(m.reference_id, m.sighting_id)] == {"face"}) for m in matches]
+        target = (m.reference_id, m.sighting_id)
+        pictures[target] = pictures.get(target, False) or SIGNALS[m.result.signal].verifiable
+    return [replace(m, face_only=not pictures[(m.reference_id, m.sighting_id)]) for m in matches]
 
 
 @dataclass

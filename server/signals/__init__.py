@@ -1,4 +1,5 @@
-"""Match signals: one module each (pdq, embedding and embedding_fast, face), one interface, one registry.
+"""Match signals: one module each (pdq, embedding and embedding_fast, face and face_sface), one interface, one
+registry.
 
 A signal turns a media item's features into rows of vectors (each row remembering the frame time and box it came
 from), makes the index that holds them (of the backend `IndexSettings` names), searches it, and knows which way
@@ -166,7 +167,8 @@ def _register_built_ins() -> None:
     from server.signals.face import FaceSignal
     from server.signals.pdq import PdqSignal
 
-    for signal in (PdqSignal(), EmbeddingSignal.full(), EmbeddingSignal.fast(), FaceSignal()):
+    for signal in (PdqSignal(), EmbeddingSignal.full(), EmbeddingSignal.fast(), FaceSignal.dlib(),
+                   FaceSignal.sface()):
         register(signal)
 
 
