@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ import psycopg
 from bench.fixture_boards import plant_boards
 from bench.fixture_site import FixtureSite
 from bench.record import machine, publish
+from bench.service_latency import CONFIGS
 from bench.transforms import CORPUS
 from ingest.config import parse_config
 from ingest.crawler import Crawl, start_job
@@ -31,15 +33,16 @@ from ingest.normalise import Normaliser
 from ingest.stream import MatchStreamer
 from jiwoom.api.client import MatcherClient, open_channel
 from server.app import running_service
-from server.config import ServiceSettings, Settings
+from server.config import ServiceSettings
 from server.storage.db import local_postgres
 
 PROMPT = "학교 유출 영상, 한국 커뮤니티에 올라옴"
 
 
-def run(posts_per_board: int, concurrency: int) -> dict[str, float | int]:
+def run(posts_per_board: int, concurrency: int, config_name: str = "default") -> dict[str, float | int | str]:
     with tempfile.TemporaryDirectory() as tmp, local_postgres(Path(tmp) / "pg", binaries="system") as url:
-        settings = Settings(service=ServiceSettings(listen="127.0.0.1:0", data_dir=tmp, max_workers=4))
+        settings = dataclasses.replace(CONFIGS[config_name], service=ServiceSettings(
+            listen="127.0.0.1:0", data_dir=tmp, max_workers=4))
         with running_service(settings, url) as running, FixtureSite() as site:
             planted = plant_boards(site, CORPUS, now=datetime.now(UTC), posts_per_board=posts_per_board)
             channel = open_channel(f"127.0.0.1:{running.port}")
@@ -73,11 +76,12 @@ def run(posts_per_board: int, concurrency: int) -> dict[str, float | int]:
                     "select 1 from sightings s join matches m on m.sighting_id = s.id where s.url = %s"
                     " and split_part(s.page_url, '#', 1) = %s", (c.media_url, c.page_url)).fetchone())
             channel.close()
-    return {**stats, "posts_per_board": posts_per_board, "concurrency": concurrency, "planted": len(copies),
+    return {**stats, "config": config_name, "posts_per_board": posts_per_board, "concurrency": concurrency,
+            "planted": len(copies),
             "found": found, "site_pages": planted.pages, "site_media": planted.media}
 
 
-def report(results: list[dict[str, float | int]]) -> str:
+def report(results: list[dict[str, float | int | str]]) -> str:
     lines = [
         "## Crawler throughput (`bench/crawl_speed.py`)",
         "",
@@ -85,12 +89,13 @@ def report(results: list[dict[str, float | int]]) -> str:
         "fixture site and the crawler share the machine; no per-host delay. Every media item is streamed to",
         "`MatchStream` and matched, so media/s is the matcher's pace on this machine.",
         "",
-        "| posts per board | concurrency | pages | media | posts | failed (hostile) | planted copies found "
-        "| seconds | pages/s | media/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| configuration | posts per board | concurrency | pages | media | posts | failed (hostile) "
+        "| planted copies found | seconds | pages/s | media/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        lines.append(f"| {r['posts_per_board']} | {r['concurrency']} | {r['pages']} | {r['media']} | {r['posts']} "
+        lines.append(f"| {r['config']} | {r['posts_per_board']} | {r['concurrency']} | {r['pages']} | {r['media']} "
+                     f"| {r['posts']} "
                      f"| {r['failed']} | {r['found']}/{r['planted']} | {r['seconds']:.1f} | {r['pages_per_s']:.2f} "
                      f"| {r['media_per_s']:.2f} |")
     return "\n".join(lines) + "\n"
@@ -100,9 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--posts", default="24", help="posts per board, comma-separated")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--configs", default="default", help=f"comma-separated, of {sorted(CONFIGS)} "
+                        "(bench.service_latency's)")
     parser.add_argument("--out", help="also write the markdown report here")
     args = parser.parse_args(argv)
-    results = [run(int(n), args.concurrency) for n in args.posts.split(",")]
+    results = [run(int(n), args.concurrency, name) for name in args.configs.split(",")
+               for n in args.posts.split(",")]
     publish(report(results), args.out)
     return 0
 

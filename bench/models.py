@@ -19,9 +19,12 @@ import numpy as np
 
 from bench.record import machine
 from bench.transforms import CORPUS, encode, load
-from server.config import ModelSettings, Settings
+from server.config import MatchSettings, ModelSettings, Settings
 from server.inference import Inference
 from server.inference.inprocess import InProcessInference
+from server.matching.cascade import Cascade
+from server.service import match_families
+from server.signals import configured_signals
 
 
 def timed(run: Callable[[], object], repeat: int) -> list[float]:
@@ -38,14 +41,17 @@ def per_model(inference: InProcessInference, frames: list[np.ndarray],
     """(model, median ms per image, p90 ms per image), each model called alone on one frame at a time.
     The face models run on `face_frames` (images with faces) and are reported per face."""
     rows = []
-    for name in ("pdq", "image_embed", "face_detect", "face_embed", "age_head", "ocr"):
+    for name in ("pdq", "image_embed", "image_embed_fast", "face_detect", "face_embed", "face_embed_sface", "age_head",
+                 "ocr"):
         spec = inference.specs[name]
         times = []
         for frame in face_frames if "face_frame" in spec.inputs else frames:
             batch = frame[None]
             inputs = {"frames": batch}
             if "face_frame" in spec.inputs:  # face models run on the detector's faces
-                detected = inference.infer("face_detect", inputs, ["face_boxes", "face_landmarks", "face_frame"])
+                detected = inference.infer("face_detect", inputs,
+                                           ["face_boxes", "face_landmarks", "face_keypoints", "face_frame"])
+                detected = {k: v for k, v in detected.items() if k in spec.inputs}
                 inputs |= detected
                 if not len(detected["face_frame"]):
                     continue
@@ -76,18 +82,33 @@ def concurrent_rate(inference: Inference, blobs: list[bytes], families: frozense
 
 
 def parallelism(blobs: list[bytes], workers: int) -> None:
-    """Before and after one intra-op thread per model instance, in one run: images/s and the ratio to PDQ only."""
-    configurations = [
-        ("one instance per model, ONNX Runtime threads = cores (before)",
-         InProcessInference(Settings(models=ModelSettings(threads=0)), instances=1)),
-        ("model_repo instance counts, one thread each (the default)", InProcessInference(Settings())),
+    """Before and after the fast path, in one run: images/s with `workers` concurrent callers, and the ratio to
+    PDQ-only images/s measured with the same configuration."""
+    before = Settings(models=ModelSettings(threads=0, face_detector="hog"),
+                      match=MatchSettings(signals="pdq,embedding,face", screen_signal="", face_min_score=0.3,
+                                          face_min_width=0))
+    after = Settings()
+    cascade = Cascade.of(after.match, configured_signals(after.match))
+    assert cascade is not None
+    full = match_families(configured_signals(before.match).values()) - {"local"}
+    stage_one = cascade.stage_one(match_families(configured_signals(after.match).values()))
+    rows = [
+        ("before: HOG + dlib faces, full SSCD, one instance per model, threads = cores",
+         InProcessInference(before, instances=1), full),
+        ("after, an item the screen rules out: PDQ, distilled SSCD, YuNet + SFace, age", InProcessInference(after),
+         stage_one),
+        ("after, a candidate: the above, then the full SSCD and keypoints", None,
+         stage_one | cascade.stage_two()),
     ]
-    match_set = frozenset({"pdq", "embedding", "faces"})
-    print(f"\n| {workers} concurrent callers | Match set images/s | PDQ only images/s | ratio |\n|---|---|---|---|")
-    for label, engine in configurations:
+    print(f"\n| {workers} concurrent callers | families | images/s | PDQ only images/s | ratio |")
+    print("|---|---|---|---|---|")
+    engine: Inference | None = None
+    for label, made, families in rows:
+        engine = made or engine
+        assert engine is not None
         pdq_rate = concurrent_rate(engine, blobs, frozenset({"pdq"}), workers)
-        rate = concurrent_rate(engine, blobs, match_set, workers)
-        print(f"| {label} | {rate:.1f} | {pdq_rate:.1f} | {rate / pdq_rate:.3f} |")
+        rate = concurrent_rate(engine, blobs, families, workers)
+        print(f"| {label} | {', '.join(sorted(families))} | {rate:.1f} | {pdq_rate:.1f} | {rate / pdq_rate:.3f} |")
 
 
 def main() -> None:

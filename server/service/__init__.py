@@ -218,12 +218,6 @@ class MatchingService:
         return stacked, times, MediaSummary(kind="frames", sha256=digest, width=width, height=height,
                                             duration_s=float(times.max() - times.min()), frames=len(frames))
 
-    def frames_features(self, frames: list[tuple[bytes, float]], families: frozenset[str] | None = None
-                        ) -> tuple[MediaFeatures, MediaSummary]:
-        """Features of frames a crawler decoded itself."""
-        stacked, times, media = self._decoded_frames(frames)
-        return self.inference.frame_features(stacked, times, families or self._families(stored=False)), media
-
     def _staged(self, data: bytes | None, frames: list[tuple[bytes, float]] | None, families: frozenset[str]
                 ) -> tuple[Staged, MediaSummary]:
         """A query's features of `families`, decoded once, with a way to add more families to them later."""
@@ -233,6 +227,9 @@ class MatchingService:
             return Staged(features, lambda more: self.inference.frame_features(stacked, times, more)), media
         if data is None:
             raise InvalidInput("no media")
+        if self.cascade is None:  # one stage: the media ensemble in one call (one request to a Triton server)
+            features, media = self._features(data, families)
+            return Staged(features, lambda more: self.inference.media_features(data, more)), media
         sampled = self.inference.sample(data)
         features = self.inference.sampled_features(sampled, families)
         return Staged(features, lambda more: self.inference.sampled_features(sampled, more)), \
