@@ -46,7 +46,7 @@ from server.signals import SignalVectors, configured_signals
 # The signals a service on the default settings stores and searches with (not every registered one)
 SIGNALS = configured_signals(MatchSettings())
 
-SIGNAL_NAMES = ("pdq", "embedding", "face")
+SIGNAL_NAMES = tuple(SIGNALS)
 POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
@@ -307,14 +307,13 @@ def report(result: Run, args: argparse.Namespace) -> str:
     add(f"- References: {len(entries)} corpus images"
         + (f" (seeded subset, --limit {args.limit} --seed {args.seed})" if args.limit else " (all)")
         + f"; queries: {n_queries} ({len(result.transforms)} transforms, JPEG q90)")
-    add(f"- Thresholds (MatchSettings defaults, search radius = thresholds): pdq <= {thresholds.of('pdq'):g} bits, "
-        f"embedding >= {thresholds.of('embedding'):g} cosine, face <= {thresholds.of('face'):g} L2; "
-        f"pdq_min_quality {result.settings.match.pdq_min_quality}, embedding_k {result.settings.match.embedding_k},"
+    add("- Thresholds (MatchSettings defaults, search radius = thresholds): "
+        + ", ".join(f"{n} {'<=' if SIGNALS[n].lower_is_closer else '>='} {thresholds.of(n):g}" for n in SIGNAL_NAMES)
+        + f"; pdq_min_quality {result.settings.match.pdq_min_quality}, embedding_k {result.settings.match.embedding_k},"
         f" face_k {result.settings.match.face_k}; region_grid {result.settings.models.region_grid}")
     rows = result.reference_rows
-    add(f"- Reference rows: pdq {sum(rows['pdq'])} ({sum(1 for r in rows['pdq'] if not r)} references with no "
-        f"PDQ hash of quality >= {result.settings.match.pdq_min_quality}), embedding {sum(rows['embedding'])}, "
-        f"face {sum(rows['face'])} (from {sum(1 for r in rows['face'] if r)} references with faces)")
+    add("- Reference rows: " + ", ".join(
+        f"{n} {sum(rows[n])} (references with none: {sum(1 for r in rows[n] if not r)})" for n in SIGNAL_NAMES))
     query_seconds = [q.seconds for q in result.queries]
     add(f"- Wall time: {result.wall_seconds / 60:.1f} min (references {result.reference_seconds:.0f} s, "
         f"{result.reference_seconds / max(1, len(entries)):.2f} s each; queries median "
@@ -376,16 +375,18 @@ def report(result: Run, args: argparse.Namespace) -> str:
     add("## Recall per transform (the right reference among the matches)\n")
     add("Goal: >= 0.95 on every transform, >= 0.85 on paste_25. Face recall is over queries whose reference has a "
         "face row. False pairs: (query, other reference) matches outside the query's near-duplicate group.\n")
-    add("| transform | queries | recall (any signal) | goal | pdq | embedding | face | false pairs | queries with a "
-        "false match | near-dup pairs |")
-    add("|---|---|---|---|---|---|---|---|---|---|")
+    add("| transform | queries | recall (any signal) | goal | " + " | ".join(SIGNAL_NAMES)
+        + " | false pairs | queries with a false match | near-dup pairs |")
+    add("|---|---|---|---|" + "---|" * len(SIGNAL_NAMES) + "---|---|---|")
     for transform in result.transforms:
         t = tallies[transform]
         goal = 0.85 if transform == "paste_25" else 0.95
         recall = t.found["any"] / t.queries if t.queries else float("nan")
         mark = "ok" if recall >= goal else "**below**"
-        add(f"| {transform} | {t.queries} | {fmt(recall)} | {goal} {mark} | {pct(t.found['pdq'], t.queries)} | "
-            f"{pct(t.found['embedding'], t.queries)} | {t.found['face']}/{t.eligible['face']} | "
+        per_signal = " | ".join(  # faces: over the queries whose reference has one
+            pct(t.found[n], t.queries) if SIGNALS[n].verifiable else f"{t.found[n]}/{t.eligible[n]}"
+            for n in SIGNAL_NAMES)
+        add(f"| {transform} | {t.queries} | {fmt(recall)} | {goal} {mark} | {per_signal} | "
             f"{t.false_pairs['any']} | {t.queries_with_false} | {t.near_dup_pairs['any']} |")
     add("")
 
@@ -420,7 +421,7 @@ def report(result: Run, args: argparse.Namespace) -> str:
             pairs[(query.index, target.index, name)].append((transform, score))
         by_index = {e.index: e for e in entries}
         for (qi, ti, name), hits in sorted(pairs.items()):
-            best = max(s for _, s in hits) if name == "embedding" else min(s for _, s in hits)
+            best = min(s for _, s in hits) if SIGNALS[name].lower_is_closer else max(s for _, s in hits)
             add(f"- {by_index[qi].label} -> {by_index[ti].label}: {name}, {len(hits)} transforms, best {best:.3f}")
     else:
         add("- none")
@@ -450,7 +451,7 @@ def cascade_section(result: Run, same_group: np.ndarray) -> str:
     if not any(q.cascade_matched or q.screened_out for q in result.queries):
         return ""
     lines = ["## The cascade (server.matching.cascade) on the same queries\n",
-             "Full path: every query's full SSCD (the tables above, signals pdq, embedding, face). Cascade: the "
+             f"Full path: every query's full SSCD (the tables above, signals {', '.join(SIGNAL_NAMES)}). Cascade: the "
              "service's two stages, the full SSCD only where PDQ or the distilled SSCD at "
              f"{result.settings.match.screen_min_similarity:g} found a candidate; every signal it matches on "
              "counts (the distilled one too).\n",
@@ -475,7 +476,7 @@ def cascade_section(result: Run, same_group: np.ndarray) -> str:
 
 def score_section(result: Run, same_group: np.ndarray) -> str:
     """The distributions that justify the thresholds: true copies per transform against all wrong pairs."""
-    thresholds, entries = result.thresholds, result.entries
+    entries = result.entries
     lines = ["## Score distributions (brute force over the same vectors the index holds)\n"]
     add = lines.append
     wrong: dict[str, list[np.ndarray]] = defaultdict(list)
@@ -492,53 +493,42 @@ def score_section(result: Run, same_group: np.ndarray) -> str:
             others = np.where(mask, scores, np.nan)
             if np.isnan(others).all():
                 continue
-            at = int(np.nanargmax(others) if name == "embedding" else np.nanargmin(others))
+            at = int(np.nanargmin(others) if SIGNALS[name].lower_is_closer else np.nanargmax(others))
             worst_wrong[name].append((float(others[at]), q.transform, q.position, at))
     pooled = {n: (np.concatenate(v) if v else np.zeros(0)) for n, v in wrong.items()}
     pooled = {n: v[~np.isnan(v)] for n, v in pooled.items()}
 
-    add(f"### embedding (cosine, threshold >= {thresholds.of('embedding'):g}; higher is closer)\n")
-    add("| transform | true copies | min | p5 | median | below threshold |")
-    add("|---|---|---|---|---|---|")
-    for transform in result.transforms:
-        v = true[("embedding", transform)]
-        add(f"| {transform} | {len(v)} | {fmt(quantile(v, 0))} | {fmt(quantile(v, 0.05))} | "
-            f"{fmt(quantile(v, 0.5))} | {sum(1 for s in v if s < thresholds.of('embedding'))} |")
-    w = pooled.get("embedding", np.zeros(0))
-    add(f"\nWrong pairs (query vs reference of another source, near-duplicate groups left out): {len(w)}; "
-        f"max {fmt(quantile(w, 1))}, p99.9 {fmt(quantile(w, 0.999))}, p99 {fmt(quantile(w, 0.99))}, "
-        f"median {fmt(quantile(w, 0.5))}; at or above threshold: {int((w >= thresholds.of('embedding')).sum())}\n")
-
-    add(f"### pdq (Hamming bits, threshold <= {thresholds.of('pdq'):g}; lower is closer; quality-filtered rows)\n")
-    add("| transform | true copies with hashes | median | p95 | max | over threshold |")
-    add("|---|---|---|---|---|---|")
-    for transform in result.transforms:
-        v = true[("pdq", transform)]
-        add(f"| {transform} | {len(v)} | {fmt(quantile(v, 0.5), 0)} | {fmt(quantile(v, 0.95), 0)} | "
-            f"{fmt(quantile(v, 1), 0)} | {sum(1 for s in v if s > thresholds.of('pdq'))} |")
-    w = pooled.get("pdq", np.zeros(0))
-    add(f"\nWrong pairs: {len(w)}; min {fmt(quantile(w, 0), 0)}, p0.1 {fmt(quantile(w, 0.001), 0)}, "
-        f"p1 {fmt(quantile(w, 0.01), 0)}, median {fmt(quantile(w, 0.5), 0)}; at or under threshold: "
-        f"{int((w <= thresholds.of('pdq')).sum())}\n")
-
-    add(f"### face (descriptor L2, threshold <= {thresholds.of('face'):g}; lower is closer)\n")
-    add("| transform | same image (query has a face and so does its reference) | median | max | over threshold |")
-    add("|---|---|---|---|---|")
-    for transform in result.transforms:
-        v = true[("face", transform)]
-        add(f"| {transform} | {len(v)} | {fmt(quantile(v, 0.5))} | {fmt(quantile(v, 1))} | "
-            f"{sum(1 for s in v if s > thresholds.of('face'))} |")
-    w = pooled.get("face", np.zeros(0))
-    add(f"\nDifferent images (query face vs faces of other references): {len(w)} pairs; min {fmt(quantile(w, 0))}, "
-        f"p1 {fmt(quantile(w, 0.01))}, median {fmt(quantile(w, 0.5))}; at or under threshold: "
-        f"{int((w <= thresholds.of('face')).sum())}\n")
-
+    for name in SIGNAL_NAMES:
+        add(signal_distribution(name, result, true, pooled.get(name, np.zeros(0))))
     add("### Closest wrong pairs per signal (the margin to the threshold)\n")
     for name in SIGNAL_NAMES:
-        closest = sorted(worst_wrong[name], key=lambda p: -p[0] if name == "embedding" else p[0])[:5]
+        closest = sorted(worst_wrong[name], key=lambda p: p[0] if SIGNALS[name].lower_is_closer else -p[0])[:5]
         for score, transform, qp, tp in closest:
             add(f"- {name} {score:.3f}: {transform} of {entries[qp].label} vs {entries[tp].label}")
     add("")
+    return "\n".join(lines)
+
+
+def signal_distribution(name: str, result: Run, true: dict[tuple[str, str], list[float]], wrong: np.ndarray
+                        ) -> str:
+    """One signal's true-copy scores per transform against its wrong pairs, and how many cross the threshold."""
+    threshold = result.thresholds.of(name)
+    lower = SIGNALS[name].lower_is_closer
+    beyond = (lambda v: v > threshold) if lower else (lambda v: v < threshold)
+    lines = [f"### {name} (threshold {'<=' if lower else '>='} {threshold:g}; {'lower' if lower else 'higher'} is "
+             "closer)\n", "| transform | true copies with rows | worst | p5 (worst side) | median | beyond threshold |",
+             "|---|---|---|---|---|---|"]
+    for transform in result.transforms:
+        v = true[(name, transform)]
+        worst, p5 = (quantile(v, 1), quantile(v, 0.95)) if lower else (quantile(v, 0), quantile(v, 0.05))
+        lines.append(f"| {transform} | {len(v)} | {fmt(worst)} | {fmt(p5)} | {fmt(quantile(v, 0.5))} | "
+                     f"{sum(1 for x in v if beyond(x))} |")
+    closest, p999, p99 = ((quantile(wrong, 0), quantile(wrong, 0.001), quantile(wrong, 0.01)) if lower else
+                          (quantile(wrong, 1), quantile(wrong, 0.999), quantile(wrong, 0.99)))
+    within = int(((wrong <= threshold) if lower else (wrong >= threshold)).sum())
+    lines.append(f"\nWrong pairs (query vs references of other sources, near-duplicate groups left out): "
+                 f"{len(wrong)}; closest {fmt(closest)}, 0.1 % {fmt(p999)}, 1 % {fmt(p99)}, median "
+                 f"{fmt(quantile(wrong, 0.5))}; within threshold: {within}\n")
     return "\n".join(lines)
 
 

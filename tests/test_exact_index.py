@@ -20,7 +20,7 @@ from server.index.base import VectorHits, VectorSearch
 from server.index.exact import ExactIndex
 from server.index.faiss_index import VectorIndex
 from server.matching.library import Library
-from server.signals import SignalVectors
+from server.signals import SIGNALS, SignalVectors
 from tests.conftest import add_remove_search_concurrently
 from tests.test_index import brute_force, clustered, fill, normalised
 
@@ -313,7 +313,8 @@ def test_library_on_the_torch_backend(tmp_path: Path) -> None:
     """A library of the torch backend: embedding and face in ExactIndex, PDQ in FAISS; snapshots reload under
     the same settings and are refused (rebuild from the database) under other ones."""
     settings = IndexSettings(backend="torch", device="cpu")
-    library = Library("references", settings=settings)
+    signals = {name: SIGNALS[name] for name in ("pdq", "embedding", "face")}
+    library = Library("references", signals, settings)
     assert isinstance(library.indexes["embedding"], ExactIndex) and isinstance(library.indexes["face"], ExactIndex)
     rng = np.random.default_rng(RNG_SEED)
     items = [(o, {"pdq": rows(rng, 1, 32, binary=True), "embedding": rows(rng, 10, 512), "face": rows(rng, 2, 128)})
@@ -328,11 +329,11 @@ def test_library_on_the_torch_backend(tmp_path: Path) -> None:
     assert set(hits.owners.tolist()) == {4} and sorted(hits.locals.tolist()) == [0, 1]
     assert [s.signal for s in library.stats()] == ["pdq", "embedding", "face"]
     library.save(tmp_path)
-    again = Library.load("references", tmp_path, settings=settings)
+    again = Library.load("references", tmp_path, signals, settings)
     assert again is not None and isinstance(again.indexes["embedding"], ExactIndex) and len(again) == 39
     assert again.search(query, {"embedding": 0.99}, MatchSettings())["embedding"].owners.tolist() == \
         hits.owners.tolist()
-    assert Library.load("references", tmp_path, settings=IndexSettings(device="cpu")) is None  # now FAISS
+    assert Library.load("references", tmp_path, signals, IndexSettings(device="cpu")) is None  # now FAISS
 
 
 def test_exact_index_and_bench_import_without_faiss() -> None:

@@ -420,10 +420,11 @@ def test_library_serves_flat_until_it_can_train_ivf(tmp_path: Path) -> None:
     snapshot reloads as the trained index; a snapshot of other settings is refused (rebuilt from the database)."""
     from server.config import IndexSettings, MatchSettings
     from server.matching.library import Library
-    from server.signals import SignalVectors
+    from server.signals import SIGNALS, SignalVectors
 
     settings = IndexSettings(device="cpu", embedding_factory="IVF16,Flat", nprobe=16)
-    library = Library("references", settings=settings)
+    signals = {name: SIGNALS[name] for name in ("pdq", "embedding", "face")}
+    library = Library("references", signals, settings)
     assert library.pending == {"embedding": "faiss IVF16,Flat ip 512"}
     assert library.indexes["embedding"].layout == "faiss Flat ip 512"
     assert library.indexes["face"].layout == "faiss Flat l2 128"  # faces stay exact Flat
@@ -448,12 +449,12 @@ def test_library_serves_flat_until_it_can_train_ivf(tmp_path: Path) -> None:
                     strict=True):
         np.testing.assert_array_equal(a, b)  # nprobe = nlist: the IVF index is exact too
 
-    stand_in = Library.load("references", tmp_path, settings=settings)  # the older snapshot: still waiting
+    stand_in = Library.load("references", tmp_path, signals, settings=settings)  # the older snapshot: still waiting
     assert stand_in is not None and stand_in.pending and len(stand_in.indexes["embedding"]) == 500
     library.save(tmp_path)
-    loaded = Library.load("references", tmp_path, settings=settings)
+    loaded = Library.load("references", tmp_path, signals, settings=settings)
     assert loaded is not None and not loaded.pending and loaded.indexes["embedding"].layout == index.layout
-    fewer = Library.load("references", tmp_path, settings=IndexSettings(device="cpu", embedding_factory="IVF16,Flat",
-                                                                         nprobe=4))
+    fewer = Library.load("references", tmp_path, signals,
+                         IndexSettings(device="cpu", embedding_factory="IVF16,Flat", nprobe=4))
     assert fewer is not None and fewer.indexes["embedding"].nprobe == 4  # search-time: the configured one applies
-    assert Library.load("references", tmp_path, settings=IndexSettings(device="cpu")) is None  # Flat wanted now
+    assert Library.load("references", tmp_path, signals, IndexSettings(device="cpu")) is None  # Flat wanted now

@@ -26,7 +26,7 @@ import numpy as np
 from server.config import IndexSettings, MatchSettings
 from server.index.base import VectorSearch
 from server.index.snapshot import atomic_write
-from server.signals import SIGNALS, Hits, Signal, SignalVectors
+from server.signals import Hits, Signal, SignalVectors, configured_signals
 
 if TYPE_CHECKING:
     from server.index.faiss_index import BinaryIndex, VectorIndex
@@ -51,7 +51,7 @@ class Library:
     def __init__(self, name: str, signals: dict[str, Signal] | None = None,
                  settings: IndexSettings | None = None) -> None:
         self.name = name
-        self.signals = dict(SIGNALS if signals is None else signals)
+        self.signals = dict(configured_signals(MatchSettings()) if signals is None else signals)
         self.settings = settings or IndexSettings()
         self.pending: dict[str, str] = {}  # signal -> layout of the trained index its Flat stand-in waits for
         self.indexes: dict[str, VectorSearch | BinaryIndex] = {n: self._fresh(n) for n in self.signals}

@@ -1,6 +1,7 @@
 """Youth triage: the faces in matched frames with their estimated ages, and which look under 19.
 
-A flag for a person to check, never a decision: the age head's P(under 19) against `youth_p_under19`.
+A flag for a person to check, never a decision: the age head's P(under 19) against `youth_p_under19`, on
+faces the matcher would use (an age read off a face a dozen pixels wide is noise).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 from server.config import MatchSettings
 from server.inference.features import MediaFeatures
-from server.signals.face import face_box_fraction
+from server.signals.face import face_box_fraction, usable_face
 
 MAX_FACES_PER_MATCH = 16
 
@@ -32,7 +33,7 @@ def face_reports(features: MediaFeatures, settings: MatchSettings, frames: set[i
         if frames is not None and frame.index not in frames:
             continue
         for face in frame.faces:
-            if face.age_p_under19 is None:
+            if face.age_p_under19 is None or not usable_face(face, settings):
                 continue
             under = face.age_p_under19 >= settings.youth_p_under19
             if only_under_19 and not under:

@@ -169,7 +169,7 @@ class MatchingService:
         if retained:
             log.info("queries are also searched with %s: stored references still hold them", retained)
         self.cascade = Cascade.of(self.match_settings, self.query_signals)
-        self.collections.load()
+        self.collections.load(self.query_signals)
         self.cases.load(self.store)
         self.collections.start_snapshots(self.slots.stopping)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from server.config import Settings
 from server.matching.library import Library
-from server.signals import negative_bank_signals
+from server.signals import Signal, negative_bank_signals
 from server.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -30,13 +30,15 @@ class Collections:
     def __getitem__(self, name: str) -> Library:
         return self.libraries[name]
 
-    def load(self) -> None:
+    def load(self, signals: dict[str, Signal]) -> None:
+        """Each library over the signals queries are searched with (the negative bank: those of them it holds)."""
+        bank = negative_bank_signals()
         for name in NAMES:
-            self.libraries[name] = self._reconcile(name)
+            self.libraries[name] = self._reconcile(
+                name, {n: s for n, s in signals.items() if n in bank} if name == "benign" else signals)
 
-    def _reconcile(self, name: str) -> Library:
+    def _reconcile(self, name: str, signals: dict[str, Signal]) -> Library:
         started = time.monotonic()
-        signals = negative_bank_signals() if name == "benign" else None
         library = None
         if self.snapshot_dir is not None:
             library = Library.load(name, self.snapshot_dir, signals, self.settings.index)

@@ -32,6 +32,12 @@ def face_box_fraction(box: tuple[float, ...], frame_size: tuple[int, int]) -> tu
     return (x0 / width, y0 / height, x1 / width, y1 / height)
 
 
+def usable_face(face: Face, settings: MatchSettings) -> bool:
+    """Big and sure enough to say anything: smaller or fainter detections are neither matched nor read for age."""
+    return ((face.score is None or face.score >= settings.face_min_score)
+            and face.box[2] - face.box[0] >= settings.face_min_width)
+
+
 class FaceSignal:
     family: str
     dim = 128
@@ -71,9 +77,7 @@ class FaceSignal:
             (vector, f.timestamp, face_box_fraction(face.box, features.frame_size), f.index)
             for f in features.frames
             for face in f.faces
-            if (vector := self.descriptor(face)) is not None
-            and (face.score is None or face.score >= settings.face_min_score)
-            and face.box[2] - face.box[0] >= settings.face_min_width
+            if (vector := self.descriptor(face)) is not None and usable_face(face, settings)
         ]
         return SignalVectors.stack(rows, self.dim)
 
