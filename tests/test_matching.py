@@ -114,3 +114,13 @@ def test_faces_are_flagged_under_19_by_probability_not_by_mean_alone() -> None:
     assert reports[0].box == (0.05, 0.1, 0.25, 0.5)  # fractions of the 200x100 frame
     assert [r.age_mean for r in face_reports(features, SETTINGS, only_under_19=True)] == [15, 20]
     assert face_reports(features, MatchSettings(youth_p_under19=0.95), only_under_19=True) == []
+
+
+def test_no_age_is_read_off_a_face_too_small_or_faint_to_match() -> None:
+    """An 11 px face in a re-encoded clip read 14 years old: an age head says nothing at that size."""
+    tiny = Face(box=(10, 10, 21, 21), age_mean=14, age_std=5.0, age_p_under19=0.82, score=0.95)
+    faint = Face(box=(10, 10, 50, 50), age_mean=14, age_std=5.0, age_p_under19=0.82, score=0.7)
+    sure = Face(box=(10, 10, 50, 50), age_mean=14, age_std=5.0, age_p_under19=0.82, score=0.95)
+    features = MediaFeatures((100, 200), 0.0, [FrameFeatures(0, 0.0, faces=[tiny, faint, sure])])
+    assert [r.box for r in face_reports(features, SETTINGS, only_under_19=True)] == [(0.05, 0.1, 0.25, 0.5)]
+    assert len(face_reports(features, MatchSettings(face_min_width=8, face_min_score=0.5))) == 3
