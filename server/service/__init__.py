@@ -140,7 +140,11 @@ class MatchingService:
         # signals of older models that stored references still hold (server.service.versions)
         self.new_signals = configured_signals(settings.match)
         self.query_signals = dict(self.new_signals)
-        self.signal_models = signal_models(settings.models)
+        # The ids the store records with each row must name the models this service computes with
+        self.signal_models = store.signal_models
+        if self.signal_models != signal_models(settings.models):
+            raise ValueError("the store records other model ids than these settings compute with: open it as "
+                             "Store(pool, settings.models)")
         self.cascade: Cascade | None = None  # from `start`, once the signals in use are known
         self.cascade_counts = {"full": 0, "screened_out": 0}  # queries, since start (logged at stop)
         # Reference and negative-bank writes and forgets each hold this from the commit to the index update, so
