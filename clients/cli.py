@@ -104,6 +104,7 @@ def verify_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     from clients.evidence.reports import hwpx_report, pdf_report
+    from clients.evidence.store import captured_items_of_case
     from clients.evidence.writer import report_items
     from clients.worker import open_vault
 
@@ -113,9 +114,7 @@ def report_command(args: argparse.Namespace) -> int:
         with pool.connection() as conn:
             ids = list(args.item or [])
             if args.case:
-                ids += [r[0] for r in conn.execute(
-                    "select id from evidence_items where case_id = %s and capture_state = 'captured' order by id",
-                    (args.case,))]
+                ids += captured_items_of_case(conn, args.case)
             if not ids:
                 raise SystemExit("no captured evidence items to report")
             items = report_items(conn, open_vault(settings, create=False), ids)

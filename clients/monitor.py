@@ -5,6 +5,8 @@ re-uploaded (clients/evidence/writer.enqueue_items does that as it queues the ne
 and the media: a page or media answering 404/410/451 is removed; media still served is asked of the Matcher
 (`Match`), so a replaced picture counts as removed and a re-encoded one as still up. Unreachable sites are not
 counted as removed: that is often an outage, and an officer sees the error on the item.
+
+The SQL lives in `clients.evidence.store` (the removal checks' section), beside the other queries on evidence items.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 
 from psycopg import Connection
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from clients.evidence.store import due_checks, record_removal_check, removal_times
 from jiwoom.shared.web import Fetcher
 from server.storage import chain
 
@@ -71,18 +73,14 @@ async def check_due(pool: ConnectionPool, fetcher: Fetcher, match_references: Ma
     """Re-check the notified items whose time has come; counts by outcome."""
     now = now or datetime.now(UTC)
     with pool.connection() as conn:
-        due = conn.execute(
-            "select e.id, s.page_url, s.url, e.reference_id, s.content_sha256, e.removal_state from evidence_items e"
-            " join sightings s on s.id = e.sighting_id where e.removal_state in ('notified', 'still_up')"
-            " and e.next_check_at <= %s order by e.next_check_at limit %s", (now, DUE_BATCH)).fetchall()
+        due = due_checks(conn, now=now, limit=DUE_BATCH)
     counts = {"removed": 0, "still_up": 0, "undecided": 0}
-    for item_id, page_url, url, reference_id, sha256, state in due:
-        result = await check_item(fetcher, match_references, page_url=page_url or url, media_url=url,
-                                  reference_id=reference_id,
-                                  content_sha256=None if sha256 is None else bytes(sha256))
+    for item in due:
+        result = await check_item(fetcher, match_references, page_url=item.page_url or item.url, media_url=item.url,
+                                  reference_id=item.reference_id, content_sha256=item.content_sha256)
         checked_at = datetime.now(UTC)
         with pool.connection() as conn:
-            record_check(conn, item_id, result, checked_at, previous=state,
+            record_check(conn, item.item_id, result, checked_at, previous=item.removal_state,
                          next_check=None if result.state == "removed"
                          else checked_at + timedelta(seconds=recheck_after_s))
         counts[result.state or "undecided"] += 1
@@ -94,11 +92,8 @@ def record_check(conn: Connection, item_id: int, result: CheckResult, checked_at
     state = result.state or previous
     check = {"at": checked_at.isoformat(timespec="seconds"), "page_status": result.page_status,
              "media_status": result.media_status, "how": result.how}
-    conn.execute(
-        "update evidence_items set removal_state = %s, removed_at = case when %s = 'removed' then %s"
-        " else removed_at end, last_checked_at = %s, last_check = %s, checks = checks + 1, next_check_at = %s"
-        " where id = %s and removal_state = %s",
-        (state, state, checked_at, checked_at, Jsonb(check), next_check, item_id, previous))
+    record_removal_check(conn, item_id, state=state, previous=previous, checked_at=checked_at, check=check,
+                         next_check=next_check)
     if state != previous:  # the moment of removal is evidence too
         chain.append(conn, "removal_check", {"item": item_id, "state": state, **check}, item_id=item_id)
 
@@ -119,12 +114,9 @@ class SiteRemovals:
 
 
 def removal_report(conn: Connection) -> list[SiteRemovals]:
-    rows = conn.execute(
-        "select site, removal_state, extract(epoch from removed_at - notified_at) from evidence_items"
-        " where notified_at is not null order by site").fetchall()
     by_site: dict[str, list[tuple[str, float | None]]] = {}
-    for site, state, seconds in rows:
-        by_site.setdefault(site, []).append((state, None if seconds is None else float(seconds)))
+    for site, state, seconds in removal_times(conn):
+        by_site.setdefault(site, []).append((state, seconds))
     report = []
     for site, items in sorted(by_site.items()):
         hours = sorted(s / 3600 for state, s in items if state == "removed" and s is not None)

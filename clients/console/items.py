@@ -16,8 +16,9 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from clients.console import review
 from clients.console.context import current_console, grpc_failure, officer, own_page, t
 from clients.console.pictures import png_response
-from clients.console.store import item_artefacts, item_detail, item_log_entry
+from clients.console.store import item_detail, item_log_entry
 from clients.evidence.reports import obscure, screenshot_view
+from clients.evidence.store import artefact_hashes
 from clients.evidence.writer import read_artefact
 from clients.notices.drafts import NoticeError, withdrawal_blocked_by
 
@@ -30,7 +31,7 @@ def item(item_id: int) -> Any:
         shown = item_detail(conn, item_id)
         if shown is None:
             abort(404, description=t("no_item", id=item_id))
-        artefacts = item_artefacts(conn, item_id)
+        artefacts = artefact_hashes(conn, item_id)
         entry = item_log_entry(conn, item_id)
     return render_template("item.html", item=shown, artefacts=artefacts, entry=entry)
 

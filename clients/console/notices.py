@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from clients.console.context import current_console, officer, t
-from clients.console.store import notice_item_ids, review_states
+from clients.console.store import review_states
 from clients.notices.drafts import (
     NoticeError,
     approve,
@@ -21,6 +21,7 @@ from clients.notices.drafts import (
     notice_texts,
     resolve_sending,
 )
+from clients.notices.store import notice_item_ids
 from server.storage.store import Principal
 
 blueprint = Blueprint("notices", __name__)

@@ -1,7 +1,9 @@
-"""Every query the console runs on the service's tables, one narrow function each: the review queue, an item and its
+"""The console's own queries on the service's tables, one narrow function each: the review queue, an item and its
 evidence, cases and their references, removals, and the database side of a review decision.
 
 The pages (the blueprints) and the decision logic (`clients.console.review`) call these and run no SQL themselves.
+Queries the console shares with the worker live with the worker's: an item's artefact hashes in
+`clients.evidence.store`, a notice's items in `clients.notices.store`.
 Each function takes the caller's connection rather than the pool, so that one page's reads, or one decision's
 lock-check-write, share a transaction; none commits. Results are plain typed data (dataclasses, or TypedDicts
 where the templates read them as dicts), which the pages only format.
@@ -152,13 +154,6 @@ def queue_counts(conn: Connection) -> dict[str, int]:
 # -- one item and its evidence -------------------------------------------------------------------------------------
 
 
-class Artefact(TypedDict):
-    kind: str
-    sha256: str  # hex
-    size: int
-    media_type: str
-
-
 class LogEntry(TypedDict):
     """The item's entry in the evidence log's hash chain."""
 
@@ -176,14 +171,6 @@ def item_detail(conn: Connection, item_id: int) -> ItemView | None:
 
 def item_exists(conn: Connection, item_id: int) -> bool:
     return conn.execute("select 1 from evidence_items where id = %s", (item_id,)).fetchone() is not None
-
-
-def item_artefacts(conn: Connection, item_id: int) -> list[Artefact]:
-    """What the capture stored for the item (not the bytes): kind, hash, size, media type."""
-    return [Artefact(kind=kind, sha256=bytes(sha).hex(), size=size, media_type=media_type)
-            for kind, sha, size, media_type in conn.execute(
-                "select kind, sha256, size, media_type from evidence_artefacts where item_id = %s order by kind",
-                (item_id,))]
 
 
 def item_log_entry(conn: Connection, item_id: int) -> LogEntry | None:
@@ -227,15 +214,6 @@ def in_live_notice(conn: Connection, item_id: int) -> bool:
     """Whether the item is in a notice that was not cancelled (a draft, approved, or sent)."""
     return conn.execute("select 1 from notice_items ni join notices n on n.id = ni.notice_id"
                         " where ni.item_id = %s and n.state <> 'cancelled'", (item_id,)).fetchone() is not None
-
-
-# -- notices -------------------------------------------------------------------------------------------------------
-
-
-def notice_item_ids(conn: Connection, notice_id: int) -> list[int]:
-    """The items a notice is about, in id order (the order of `clients.notices.drafts.notice_items`)."""
-    return [r[0] for r in conn.execute(
-        "select ni.item_id from notice_items ni where ni.notice_id = %s order by ni.item_id", (notice_id,))]
 
 
 # -- cases ---------------------------------------------------------------------------------------------------------

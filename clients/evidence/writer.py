@@ -6,6 +6,9 @@
    writes a WARC of the exchanges, and stores screenshot, WARC, media and a metadata record encrypted with the
    item's key, with one 'capture' entry in the evidence log, in one transaction.
 3. The notice drafter (clients/notices/drafts.py) then adds the item to its site's draft notice.
+
+The SQL lives in `clients.evidence.store`; this module decides what to store (keys, hashes, encryption, the log
+entry) and runs no query itself.
 """
 
 from __future__ import annotations
@@ -21,7 +24,25 @@ from urllib.parse import urljoin
 from psycopg import Connection
 
 from clients.evidence.capture import Browser, build_warc
-from clients.evidence.reports import ArtefactHash, MatchExplanation, ReportItem
+from clients.evidence.reports import MatchExplanation, ReportItem
+from clients.evidence.store import (
+    MatchRecord,
+    PendingItem,
+    artefact_hashes,
+    artefact_kinds,
+    capture_log_payloads,
+    captured_log_entry,
+    insert_item,
+    item_matches,
+    mark_reuploaded,
+    matches_to_queue,
+    pending_captures,
+    record_capture,
+    record_capture_failure,
+    sealed_artefact,
+    store_artefact,
+    youth_sightings_to_queue,
+)
 from clients.evidence.vault import Vault, artefact_context, decrypt, encrypt
 from jiwoom.shared.times import KST
 from jiwoom.shared.web import Fetched, Fetcher, FetchRefused, site_of, url_allowed
@@ -39,85 +60,37 @@ TOOL = "jiwoom-evidence/0.1"
 def enqueue_items(conn: Connection, vault: Vault) -> int:
     """Create evidence items for new sighting matches and under-19 flags; returns how many were created."""
     created = 0
-    rows = conn.execute(
-        "select m.sighting_id, m.reference_id, r.case_id, bool_or(m.under_19), s.page_url, s.url"
-        " from matches m join reference_media r on r.id = m.reference_id join sightings s on s.id = m.sighting_id"
-        " where m.sighting_id is not null and not exists (select 1 from evidence_items e"
-        "   where e.sighting_id = m.sighting_id and e.reference_id = m.reference_id)"
-        " group by m.sighting_id, m.reference_id, r.case_id, s.page_url, s.url order by m.sighting_id limit %s",
-        (ENQUEUE_BATCH,)).fetchall()
-    for sighting_id, reference_id, case_id, under_19, page_url, url in rows:
-        created += _insert_item(conn, vault, sighting_id=sighting_id, reference_id=reference_id, case_id=case_id,
-                                reason="match", under_19=under_19, site=site_of(page_url or url))
+    for match in matches_to_queue(conn, ENQUEUE_BATCH):
+        created += _insert_item(conn, vault, sighting_id=match.sighting_id, reference_id=match.reference_id,
+                                case_id=match.case_id, reason="match", under_19=match.under_19,
+                                site=site_of(match.page_url or match.url))
         # A copy of this reference turned up again: its earlier items are re-uploads now, open again.
-        conn.execute(
-            "update evidence_items set removal_state = 'reuploaded', reopened_by = %s where reference_id = %s"
-            " and sighting_id <> %s and removal_state in ('notified', 'still_up', 'removed')",
-            (sighting_id, reference_id, sighting_id))
+        mark_reuploaded(conn, match.reference_id, match.sighting_id)
     # Suspected posts with a face estimated under 19: triage for an officer, no victim's request needed.
-    rows = conn.execute(
-        "select s.id, s.page_url, s.url from sightings s where s.youth_faces > 0 and s.suspected"
-        " and not exists (select 1 from evidence_items e where e.sighting_id = s.id and e.reference_id is null)"
-        " order by s.id limit %s", (ENQUEUE_BATCH,)).fetchall()
-    for sighting_id, page_url, url in rows:
-        created += _insert_item(conn, vault, sighting_id=sighting_id, reference_id=None, case_id=None,
-                                reason="under_19", under_19=True, site=site_of(page_url or url))
+    for sighting in youth_sightings_to_queue(conn, ENQUEUE_BATCH):
+        created += _insert_item(conn, vault, sighting_id=sighting.sighting_id, reference_id=None, case_id=None,
+                                reason="under_19", under_19=True, site=site_of(sighting.page_url or sighting.url))
     return created
 
 
 def _insert_item(conn: Connection, vault: Vault, *, sighting_id: int, reference_id: int | None,
                  case_id: str | None, reason: str, under_19: bool, site: str) -> int:
     _, wrapped = vault.new_item_key()
-    row = conn.execute(
-        "insert into evidence_items (case_id, reference_id, sighting_id, reason, under_19, site, priority,"
-        " wrapped_key) values (%s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing returning id",
-        (case_id, reference_id, sighting_id, reason, under_19, site,
-         PRIORITY_UNDER_19 if under_19 else PRIORITY_MATCH, wrapped)).fetchone()
-    return 1 if row else 0
-
-
-@dataclass(frozen=True)
-class PendingItem:
-    id: int
-    case_id: str | None
-    reference_id: int | None
-    sighting_id: int
-    reason: str
-    under_19: bool
-    site: str
-    wrapped_key: bytes
-    url: str
-    page_url: str
-    title: str
-    author: str
-    posted_at: datetime | None
-    content_sha256: bytes | None
-    attempts: int
+    return int(insert_item(conn, case_id=case_id, reference_id=reference_id, sighting_id=sighting_id, reason=reason,
+                           under_19=under_19, site=site, priority=PRIORITY_UNDER_19 if under_19 else PRIORITY_MATCH,
+                           wrapped_key=wrapped))
 
 
 def pending_items(conn: Connection, limit: int) -> list[PendingItem]:
-    rows = conn.execute(
-        "select e.id, e.case_id, e.reference_id, e.sighting_id, e.reason, e.under_19, e.site, e.wrapped_key,"
-        " s.url, s.page_url, s.title, s.author, s.posted_at, s.content_sha256, e.capture_attempts"
-        " from evidence_items e join sightings s on s.id = e.sighting_id"
-        " where e.capture_state = 'pending' and e.review_state <> 'rejected'"
-        " order by e.priority desc, e.id limit %s", (limit,)).fetchall()
-    return [PendingItem(*r[:7], bytes(r[7]), *r[8:13], None if r[13] is None else bytes(r[13]), r[14])
-            for r in rows]
+    """The items waiting for capture, most urgent first (the worker's next pass)."""
+    return pending_captures(conn, limit)
 
 
-def match_explanations(conn: Connection, sighting_id: int, reference_id: int | None) -> list[dict[str, Any]]:
+def match_explanations(conn: Connection, sighting_id: int, reference_id: int | None) -> list[MatchRecord]:
     """The stored matches behind an item, as plain data for the metadata record and the reports."""
-    if reference_id is None:
+    if reference_id is None:  # an under-19 item has no reference, so no matches
         return []
-    rows = conn.execute(
-        "select m.signal, m.score, m.threshold, m.reference_id, r.case_id, m.reference_start_s, m.reference_end_s,"
-        " m.other_start_s, m.other_end_s, m.matched_frames, m.faces, m.p_false, m.verification, m.face_only"
-        " from matches m join reference_media r on r.id = m.reference_id"
-        " where m.sighting_id = %s and m.reference_id = %s order by m.id", (sighting_id, reference_id)).fetchall()
-    keys = ("signal", "score", "threshold", "reference_id", "case_id", "reference_start_s", "reference_end_s",
-            "sighting_start_s", "sighting_end_s", "matched_frames", "faces", "p_false", "verification", "face_only")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
+    return item_matches(conn, sighting_id, reference_id)
 
 
 # -- capture -------------------------------------------------------------------------------------------------------
@@ -192,20 +165,13 @@ async def capture_item(item: PendingItem, *, conn: Connection, vault: Vault, fet
     for kind, (media_type, data) in artefacts.items():
         digest = hashlib.sha256(data).digest()
         nonce, ciphertext = encrypt(key, data, artefact_context(item.id, kind))
-        conn.execute(
-            "insert into evidence_artefacts (item_id, kind, media_type, sha256, size, nonce, ciphertext)"
-            " values (%s, %s, %s, %s, %s, %s, %s) on conflict (item_id, kind) do update set"
-            " media_type = excluded.media_type, sha256 = excluded.sha256, size = excluded.size,"
-            " nonce = excluded.nonce, ciphertext = excluded.ciphertext, created_at = now()",
-            (item.id, kind, media_type, digest, len(data), nonce, ciphertext))
+        store_artefact(conn, item.id, kind, media_type=media_type, sha256=digest, size=len(data), nonce=nonce,
+                       ciphertext=ciphertext)
         hashes[kind] = {"sha256": digest.hex(), "size": len(data), "media_type": media_type}
     entry = chain.append(conn, "capture", {
         "item": item.id, "page_url": page_url, "media_url": item.url,
         "captured_at_utc": metadata["captured_at_utc"], "artefacts": hashes}, item_id=item.id)
-    conn.execute(
-        "update evidence_items set capture_state = 'captured', captured_at = %s, log_seq = %s,"
-        " capture_attempts = capture_attempts + 1, capture_error = %s where id = %s",
-        (captured_at, entry.seq, "; ".join(errors)[:2000], item.id))
+    record_capture(conn, item.id, captured_at=captured_at, log_seq=entry.seq, error="; ".join(errors)[:2000])
     page_html = page.decoded.decode(_charset(page), errors="replace") if page and page.status < 400 else None
     cache = {} if security_txts is None else security_txts
     if item.site not in cache:
@@ -226,9 +192,7 @@ def _charset(fetched: Fetched) -> str:
 
 def record_failure(conn: Connection, item: PendingItem, error: BaseException, max_attempts: int) -> None:
     state = "failed" if item.attempts + 1 >= max_attempts else "pending"
-    conn.execute(
-        "update evidence_items set capture_attempts = capture_attempts + 1, capture_error = %s,"
-        " capture_state = %s where id = %s", (f"{type(error).__name__}: {error}"[:2000], state, item.id))
+    record_capture_failure(conn, item.id, error=f"{type(error).__name__}: {error}"[:2000], state=state)
 
 
 # -- reading back ------------------------------------------------------------------------------------------------
@@ -236,14 +200,11 @@ def record_failure(conn: Connection, item: PendingItem, error: BaseException, ma
 
 def read_artefact(conn: Connection, vault: Vault, item_id: int, kind: str) -> bytes | None:
     """An artefact decrypted, and checked against its stored hash."""
-    row = conn.execute(
-        "select e.wrapped_key, a.nonce, a.ciphertext, a.sha256 from evidence_artefacts a"
-        " join evidence_items e on e.id = a.item_id where a.item_id = %s and a.kind = %s",
-        (item_id, kind)).fetchone()
-    if row is None:
+    sealed = sealed_artefact(conn, item_id, kind)
+    if sealed is None:
         return None
-    data = decrypt(vault.unwrap(bytes(row[0])), bytes(row[1]), bytes(row[2]), artefact_context(item_id, kind))
-    if hashlib.sha256(data).digest() != bytes(row[3]):
+    data = decrypt(vault.unwrap(sealed.wrapped_key), sealed.nonce, sealed.ciphertext, artefact_context(item_id, kind))
+    if hashlib.sha256(data).digest() != sealed.sha256:
         raise ValueError(f"artefact {kind} of item {item_id} does not match its stored hash")
     return data
 
@@ -253,12 +214,10 @@ def verify_artefacts(conn: Connection, vault: Vault) -> tuple[int, list[str]]:
     problems: list[str] = []
     checked = 0
     logged: dict[tuple[int, str], str] = {}
-    for item_id, payload in conn.execute(
-            "select p.item_id, p.payload from evidence_log l join evidence_log_payloads p using (seq)"
-            " join evidence_items e on e.id = p.item_id and e.log_seq = l.seq where l.event = 'capture'"):
+    for item_id, payload in capture_log_payloads(conn):
         for kind, info in json.loads(payload).get("artefacts", {}).items():
             logged[(item_id, kind)] = info["sha256"]
-    for item_id, kind in conn.execute("select item_id, kind from evidence_artefacts order by item_id, kind"):
+    for item_id, kind in artefact_kinds(conn):
         checked += 1
         try:
             data = read_artefact(conn, vault, item_id, kind)
@@ -279,17 +238,11 @@ def report_items(conn: Connection, vault: Vault, item_ids: list[int]) -> list[Re
     """Captured items as the reports take them: decrypted metadata and screenshot, artefact hashes, log entry."""
     items = []
     for item_id in item_ids:
-        row = conn.execute(
-            "select e.reason, e.case_id, e.site, l.seq, l.entry_hash from evidence_items e"
-            " join evidence_log l on l.seq = e.log_seq where e.id = %s and e.capture_state = 'captured'",
-            (item_id,)).fetchone()
-        if row is None:
+        logged = captured_log_entry(conn, item_id)
+        if logged is None:
             raise LookupError(f"evidence item {item_id} does not exist or is not captured yet")
-        reason, case_id, site, seq, entry_hash = row
         meta = item_metadata(conn, vault, item_id) or {}
-        artefacts = [ArtefactHash(kind, bytes(sha).hex(), size, media_type) for kind, sha, size, media_type in
-                     conn.execute("select kind, sha256, size, media_type from evidence_artefacts where item_id = %s"
-                                  " order by kind", (item_id,))]
+        artefacts = artefact_hashes(conn, item_id)
         matches = [MatchExplanation(
             signal=m["signal"], score=m["score"], threshold=m["threshold"], reference_id=m["reference_id"],
             case_id=m["case_id"], reference_segment=(m["reference_start_s"], m["reference_end_s"]),
@@ -298,11 +251,12 @@ def report_items(conn: Connection, vault: Vault, item_ids: list[int]) -> list[Re
             face_only=bool(m.get("face_only"))) for m in meta.get("matches", [])]
         posted = meta.get("posted_at")
         items.append(ReportItem(
-            item_id=item_id, reason=reason, case_id=case_id, site=site, page_url=meta.get("page_url", ""),
+            item_id=item_id, reason=logged.reason, case_id=logged.case_id, site=logged.site,
+            page_url=meta.get("page_url", ""),
             media_url=meta.get("media_url", ""), title=meta.get("title", ""), author=meta.get("author", ""),
             posted_at=datetime.fromisoformat(posted) if posted else None,
             captured_at=datetime.fromisoformat(meta["captured_at_utc"]), page_status=meta.get("page_status") or 0,
             media_sha256_matches=meta.get("media_sha256_matches"),
             screenshot_png=read_artefact(conn, vault, item_id, "screenshot"), artefacts=artefacts, matches=matches,
-            log_seq=seq, log_entry_hash=bytes(entry_hash).hex()))
+            log_seq=logged.log_seq, log_entry_hash=logged.log_entry_hash.hex()))
     return items

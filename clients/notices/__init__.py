@@ -16,5 +16,6 @@ The modules, each importing only those above it:
 - `contacts`: the abuse contact: `contact_from_security_txt`, `contacts_from_page`, `choose_contact`.
 - `mail`: `Sender`, `SmtpSettings`, `MailError`, `new_message_id`, `send_mail`.
 - `render`: `NoticeItem` and `render_notice`: the items, the legal basis for the jurisdiction, the template rendered.
-- `drafts`: notices in the database: drafting, officers' edits and approval, sending.
+- `store`: the notices' SQL, one narrow function per query (on the caller's connection; none commits).
+- `drafts`: notices in the database: drafting, officers' edits and approval, sending (its SQL is `store`'s).
 """

@@ -4,6 +4,9 @@ A draft collects the captured items of one site, case and kind (an officer-edite
 new one is started). It is rendered in every language we have; `language` picks the one it goes out in. Nothing
 is sent before an officer approves it; a notice is claimed for sending in its own transaction ('sending'), so two
 senders never mail it twice, and one that a crash left in 'sending' is not retried blindly: an officer looks.
+
+The SQL lives in `clients.notices.store`; this module decides (which draft, whom to write to, what each state
+allows) and runs no query itself.
 """
 
 from __future__ import annotations
@@ -22,6 +25,40 @@ from clients.notices.language import guess_language
 from clients.notices.mail import Sender, SmtpSettings, new_message_id, send_mail
 from clients.notices.render import NoticeItem, render_notice
 from clients.notices.sites import Site, jurisdiction, site_for
+from clients.notices.store import (
+    NoticeSummary,
+    add_notice_item,
+    approved_notice_of,
+    claim_next_to_send,
+    confirm_items,
+    draft_target,
+    edit_text,
+    insert_notice,
+    item_sightings,
+    language_text,
+    language_texts,
+    lock_item_notices,
+    lock_notice_state,
+    lock_open_draft,
+    mark_approved,
+    mark_items_notified,
+    mark_sent,
+    notice_item_count,
+    notice_item_ids,
+    notice_recipient,
+    notice_summaries,
+    quoted_hashes,
+    raise_priority,
+    record_send_failure,
+    remove_notice_item,
+    render_target,
+    set_language,
+    set_message_id,
+    set_notice_state,
+    set_recipient,
+    set_reference,
+    write_generated_text,
+)
 from clients.notices.template_files import LANGUAGES
 from server.storage import chain
 from server.storage.store import Principal, audit
@@ -42,121 +79,72 @@ class Drafting:
 def draft_for_item(conn: Connection, captured: Captured, drafting: Drafting) -> int | None:
     """Add a captured item to its site's open draft (or a new one) and re-render the draft; the notice id. An item
     an officer rejected is never drafted (None)."""
-    case_id, under_19, page_url, url, priority, item_site, review_state = conn.execute(
-        "select e.case_id, e.under_19, s.page_url, s.url, e.priority, e.site, e.review_state from evidence_items e"
-        " join sightings s on s.id = e.sighting_id where e.id = %s", (captured.item_id,)).fetchone()
-    if review_state == "rejected":
+    item = draft_target(conn, captured.item_id)
+    if item.review_state == "rejected":
         return None
-    site = site_for(page_url or url, drafting.sites)
-    kind = "youth" if under_19 else "ncii"
+    site = site_for(item.page_url or item.url, drafting.sites)
+    kind = "youth" if item.under_19 else "ncii"
     recipient, how = choose_contact(site, captured.security_txt, captured.page_html)
-    row = conn.execute(
-        "select id, recipient from notices n where state = 'draft' and site = %s and kind = %s"
-        " and case_id is not distinct from %s and not exists (select 1 from notice_texts t"
-        "   where t.notice_id = n.id and t.edited_by is not null) order by id desc limit 1 for update",
-        (item_site, kind, case_id)).fetchone()
-    if row is None:
+    draft = lock_open_draft(conn, site=item.site, kind=kind, case_id=item.case_id)
+    if draft is None:
         language = site.language or guess_language(captured.page_html, site.host)
-        notice_id = conn.execute(
-            "insert into notices (reference, case_id, kind, site, jurisdiction, language, recipient,"
-            " recipient_source, priority) values ('', %s, %s, %s, %s, %s, %s, %s, %s) returning id",
-            (case_id, kind, item_site, jurisdiction(site, captured.page_html), language, recipient, how, priority),
-        ).fetchone()[0]
-        conn.execute("update notices set reference = %s where id = %s",
-                     (f"JW-{datetime.now(UTC):%Y%m%d}-{notice_id:06d}", notice_id))
+        notice_id = insert_notice(conn, case_id=item.case_id, kind=kind, site=item.site,
+                                  jurisdiction=jurisdiction(site, captured.page_html), language=language,
+                                  recipient=recipient, recipient_source=how, priority=item.priority)
+        set_reference(conn, notice_id, f"JW-{datetime.now(UTC):%Y%m%d}-{notice_id:06d}")
     else:
-        notice_id = row[0]
-        conn.execute("update notices set priority = greatest(priority, %s) where id = %s", (priority, notice_id))
-        if row[1] is None and recipient:
-            conn.execute("update notices set recipient = %s, recipient_source = %s where id = %s",
-                         (recipient, how, notice_id))
-    conn.execute("insert into notice_items (notice_id, item_id) values (%s, %s) on conflict do nothing",
-                 (notice_id, captured.item_id))
+        notice_id, draft_recipient = draft
+        raise_priority(conn, notice_id, item.priority)
+        if draft_recipient is None and recipient:
+            set_recipient(conn, notice_id, recipient, how)
+    add_notice_item(conn, notice_id, captured.item_id)
     render_texts(conn, notice_id, drafting)
     return notice_id
 
 
 def notice_items(conn: Connection, notice_id: int) -> list[NoticeItem]:
-    rows = conn.execute(
-        "select e.id, s.page_url, s.url, s.title, s.posted_at, e.captured_at from notice_items ni"
-        " join evidence_items e on e.id = ni.item_id join sightings s on s.id = e.sighting_id"
-        " where ni.notice_id = %s order by e.id", (notice_id,)).fetchall()
-    hashes: dict[int, dict[str, str]] = {}
-    for item_id, kind, sha256 in conn.execute(
-            "select item_id, kind, sha256 from evidence_artefacts where item_id = any(%s) and kind <> 'metadata'",
-            ([r[0] for r in rows],)):
-        hashes.setdefault(item_id, {})[kind] = bytes(sha256).hex()
-    return [NoticeItem(page_url=page_url or url, media_url=url, title=title, posted_at=posted_at,
-                       captured_at=captured_at, hashes=hashes.get(item_id, {}))
-            for item_id, page_url, url, title, posted_at, captured_at in rows]
+    """The notice's items as the notice text quotes them, in id order."""
+    rows = item_sightings(conn, notice_id)
+    hashes = quoted_hashes(conn, [r.item_id for r in rows])
+    return [NoticeItem(page_url=r.page_url or r.url, media_url=r.url, title=r.title, posted_at=r.posted_at,
+                       captured_at=r.captured_at, hashes=hashes.get(r.item_id, {}))
+            for r in rows]
 
 
 def render_texts(conn: Connection, notice_id: int, drafting: Drafting) -> None:
     """(Re)write the generated text in every language; texts an officer edited are kept."""
-    reference, site_host, kind, juris = conn.execute(
-        "select reference, site, kind, jurisdiction from notices where id = %s", (notice_id,)).fetchone()
-    site = site_for(f"http://{site_host}/", drafting.sites)
+    notice = render_target(conn, notice_id)
+    site = site_for(f"http://{notice.site}/", drafting.sites)
     items = notice_items(conn, notice_id)
     for language in LANGUAGES:
-        subject, body = render_notice(language, site, items, kind=kind, sender=drafting.sender,
-                                      reference=reference, jurisdiction=juris)
-        conn.execute(
-            "insert into notice_texts (notice_id, language, subject, body) values (%s, %s, %s, %s)"
-            " on conflict (notice_id, language) do update set subject = excluded.subject, body = excluded.body"
-            " where notice_texts.edited_by is null", (notice_id, language, subject, body))
+        subject, body = render_notice(language, site, items, kind=notice.kind, sender=drafting.sender,
+                                      reference=notice.reference, jurisdiction=notice.jurisdiction)
+        write_generated_text(conn, notice_id, language, subject, body)
 
 
 # -- reading -----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NoticeSummary:
-    id: int
-    reference: str
-    state: str
-    kind: str
-    case_id: str | None
-    site: str
-    language: str
-    recipient: str | None
-    recipient_source: str
-    priority: int
-    items: int
-    attempts: int
-    error: str
-    created_at: datetime
-    approved_by: str | None
-    approved_at: datetime | None
-    sent_at: datetime | None
-
-
 def list_notices(conn: Connection, *, state: str = "", notice_id: int | None = None,
                  limit: int = 500) -> list[NoticeSummary]:
     """Notices, most urgent first (youth before the rest, then oldest first); one state or one notice."""
-    rows = conn.execute(
-        "select n.id, n.reference, n.state, n.kind, n.case_id, n.site, n.language, n.recipient, n.recipient_source,"
-        " n.priority, count(ni.item_id), n.attempts, n.error, n.created_at, n.approved_by, n.approved_at, n.sent_at"
-        " from notices n left join notice_items ni on ni.notice_id = n.id"
-        " where (%s = '' or n.state = %s) and (%s::bigint is null or n.id = %s)"
-        " group by n.id order by n.priority desc, n.id limit %s",
-        (state, state, notice_id, notice_id, limit)).fetchall()
-    return [NoticeSummary(*row) for row in rows]
+    return notice_summaries(conn, state=state, notice_id=notice_id, limit=limit)
 
 
 def notice_texts(conn: Connection, notice_id: int) -> dict[str, tuple[str, str, str | None]]:
     """Every language's (subject, body, edited_by) of a notice."""
-    return {language: (subject, body, edited_by) for language, subject, body, edited_by in conn.execute(
-        "select language, subject, body, edited_by from notice_texts where notice_id = %s", (notice_id,))}
+    return language_texts(conn, notice_id)
 
 
 # -- officers' actions -------------------------------------------------------------------------------------------
 
 
 def _state(conn: Connection, notice_id: int) -> str:
-    row = conn.execute("select state from notices where id = %s for update", (notice_id,)).fetchone()
-    if row is None:
+    """The notice's state, the notice locked for the rest of the caller's transaction."""
+    state = lock_notice_state(conn, notice_id)
+    if state is None:
         raise NoticeError(f"no notice {notice_id}")
-    return row[0]
+    return state
 
 
 def edit(conn: Connection, who: Principal, notice_id: int, *, language: str | None = None,
@@ -168,19 +156,15 @@ def edit(conn: Connection, who: Principal, notice_id: int, *, language: str | No
     if (subject is not None or body is not None) and language is not None:
         if language not in LANGUAGES:
             raise NoticeError(f"no such language {language!r}")
-        conn.execute(
-            "update notice_texts set subject = coalesce(%s, subject), body = coalesce(%s, body), edited_by = %s,"
-            " edited_at = now() where notice_id = %s and language = %s",
-            (subject, body, who.name, notice_id, language))
+        edit_text(conn, notice_id, language, subject=subject, body=body, editor=who.name)
     if recipient is not None:
         if "@" not in recipient or any(c.isspace() for c in recipient.strip()):
             raise NoticeError(f"not an e-mail address: {recipient!r}")
-        conn.execute("update notices set recipient = %s, recipient_source = 'officer' where id = %s",
-                     (recipient.strip(), notice_id))
+        set_recipient(conn, notice_id, recipient.strip(), "officer")
     if send_language is not None:
         if send_language not in LANGUAGES:
             raise NoticeError(f"no such language {send_language!r}")
-        conn.execute("update notices set language = %s where id = %s", (send_language, notice_id))
+        set_language(conn, notice_id, send_language)
     audit(conn, who, "EditNotice", f"notice:{notice_id}",
           {"language": language, "recipient": recipient is not None, "send_language": send_language})
 
@@ -192,25 +176,19 @@ def approve(conn: Connection, who: Principal, notice_id: int) -> None:
     state = _state(conn, notice_id)
     if state != "draft":
         raise NoticeError(f"notice {notice_id} is {state}, not a draft")
-    recipient = conn.execute("select recipient from notices where id = %s", (notice_id,)).fetchone()[0]
+    recipient = notice_recipient(conn, notice_id)
     if not recipient:
         raise NoticeError(f"notice {notice_id} has no recipient: set the site's abuse contact first")
-    conn.execute("update notices set state = 'approved', approved_by = %s, approved_at = now() where id = %s",
-                 (who.name, notice_id))
+    mark_approved(conn, notice_id, who.name)
     # Approving a notice is the officer's decision on every item in it (rejected items were taken out).
-    confirmed = [r[0] for r in conn.execute(
-        "update evidence_items e set review_state = 'confirmed', reviewed_by = %s, reviewed_at = now()"
-        " from notice_items ni where ni.item_id = e.id and ni.notice_id = %s"
-        " and e.review_state in ('new', 'escalated') returning e.id", (who.name, notice_id))]
+    confirmed = confirm_items(conn, notice_id, who.name)
     audit(conn, who, "ApproveNotice", f"notice:{notice_id}",
           {"recipient_domain": recipient.rsplit("@", 1)[-1], "confirmed_items": confirmed})
 
 
 def withdrawal_blocked_by(conn: Connection, item_id: int) -> str | None:
     """The approved notice (not yet sent) an item is in, if any: it goes out as approved or not at all."""
-    row = conn.execute("select n.reference from notice_items ni join notices n on n.id = ni.notice_id"
-                       " where ni.item_id = %s and n.state in ('approved', 'sending') limit 1", (item_id,)).fetchone()
-    return None if row is None else row[0]
+    return approved_notice_of(conn, item_id)
 
 
 def withdraw_item(conn: Connection, who: Principal, item_id: int, drafting: Drafting) -> list[int]:
@@ -220,19 +198,16 @@ def withdraw_item(conn: Connection, who: Principal, item_id: int, drafting: Draf
     blocked = withdrawal_blocked_by(conn, item_id)
     if blocked is not None:
         raise NoticeError(f"item {item_id} is in notice {blocked}, already approved: cancel that notice first")
-    rows = conn.execute(
-        "select n.id, n.state, n.reference from notice_items ni join notices n on n.id = ni.notice_id"
-        " where ni.item_id = %s order by n.id for update of n", (item_id,)).fetchall()
     changed = []
-    for notice_id, state, _ in rows:
+    for notice_id, state in lock_item_notices(conn, item_id):
         if state != "draft":  # sent, failed or cancelled notices keep their history
             continue
-        conn.execute("delete from notice_items where notice_id = %s and item_id = %s", (notice_id, item_id))
-        left = conn.execute("select count(*) from notice_items where notice_id = %s", (notice_id,)).fetchone()[0]
+        remove_notice_item(conn, notice_id, item_id)
+        left = notice_item_count(conn, notice_id)
         if left:
             render_texts(conn, notice_id, drafting)
         else:
-            conn.execute("update notices set state = 'cancelled' where id = %s", (notice_id,))
+            set_notice_state(conn, notice_id, "cancelled")
         audit(conn, who, "WithdrawItem", f"notice:{notice_id}", {"item": item_id, "cancelled": not left})
         changed.append(notice_id)
     return changed
@@ -247,7 +222,7 @@ def resolve_sending(conn: Connection, who: Principal, notice_id: int, *, deliver
     if delivered:
         _record_sent(conn, notice_id, recheck_after_s)
     else:
-        conn.execute("update notices set state = 'approved' where id = %s", (notice_id,))
+        set_notice_state(conn, notice_id, "approved")
     audit(conn, who, "ResolveSending", f"notice:{notice_id}", {"delivered": delivered})
 
 
@@ -255,7 +230,7 @@ def cancel(conn: Connection, who: Principal, notice_id: int) -> None:
     state = _state(conn, notice_id)
     if state not in ("draft", "approved", "failed"):
         raise NoticeError(f"notice {notice_id} is {state}: too late to cancel")
-    conn.execute("update notices set state = 'cancelled' where id = %s", (notice_id,))
+    set_notice_state(conn, notice_id, "cancelled")
     audit(conn, who, "CancelNotice", f"notice:{notice_id}", {})
 
 
@@ -268,30 +243,24 @@ def send_approved(pool: ConnectionPool, smtp: SmtpSettings, sender: Sender, *, m
     sent = 0
     for _ in range(limit):
         with pool.connection() as conn:
-            claimed = conn.execute(
-                "update notices set state = 'sending', attempts = attempts + 1 where id = (select id from notices"
-                " where state = 'approved' or (state = 'failed' and attempts < %s)"
-                " order by priority desc, id for update skip locked limit 1)"
-                " returning id, reference, recipient, language, coalesce(message_id, '')", (max_attempts,),
-            ).fetchone()
+            claimed = claim_next_to_send(conn, max_attempts)
             if claimed is None:
                 return sent
-            notice_id, reference, recipient, language, message_id = claimed
+            message_id = claimed.message_id
             if not message_id:  # kept across retries: a resend can be recognised as the same notice
                 message_id = new_message_id(sender.email.rsplit("@", 1)[-1] or "localhost")
-                conn.execute("update notices set message_id = %s where id = %s", (message_id, notice_id))
-            subject, body = conn.execute("select subject, body from notice_texts where notice_id = %s"
-                                         " and language = %s", (notice_id, language)).fetchone()
+                set_message_id(conn, claimed.id, message_id)
+            subject, body = language_text(conn, claimed.id, claimed.language)
         try:
-            send_mail(smtp, sender=sender, recipient=recipient, subject=subject, body=body, message_id=message_id)
+            send_mail(smtp, sender=sender, recipient=claimed.recipient, subject=subject, body=body,
+                      message_id=message_id)
         except Exception as error:
-            log.warning("notice %s to %s failed: %s", reference, recipient, error)
+            log.warning("notice %s to %s failed: %s", claimed.reference, claimed.recipient, error)
             with pool.connection() as conn:
-                conn.execute("update notices set state = 'failed', error = %s where id = %s",
-                             (f"{type(error).__name__}: {error}"[:2000], notice_id))
+                record_send_failure(conn, claimed.id, f"{type(error).__name__}: {error}"[:2000])
             continue
         with pool.connection() as conn:
-            _record_sent(conn, notice_id, recheck_after_s)
+            _record_sent(conn, claimed.id, recheck_after_s)
         sent += 1
     return sent
 
@@ -299,16 +268,10 @@ def send_approved(pool: ConnectionPool, smtp: SmtpSettings, sender: Sender, *, m
 def _record_sent(conn: Connection, notice_id: int, recheck_after_s: float) -> None:
     """The notice went out: its items are notified (the removal monitor starts), and the log says what was sent."""
     now = datetime.now(UTC)
-    reference, recipient, message_id, language = conn.execute(
-        "update notices set state = 'sent', sent_at = %s, error = '' where id = %s"
-        " returning reference, recipient, message_id, language", (now, notice_id)).fetchone()
-    body = conn.execute("select body from notice_texts where notice_id = %s and language = %s",
-                        (notice_id, language)).fetchone()[0]
-    items = [r[0] for r in conn.execute("select item_id from notice_items where notice_id = %s", (notice_id,))]
-    conn.execute(
-        "update evidence_items set removal_state = 'notified', notified_at = coalesce(notified_at, %s),"
-        " next_check_at = %s where id = any(%s) and removal_state in ('open', 'reuploaded')",
-        (now, now + timedelta(seconds=recheck_after_s), items))
+    sent = mark_sent(conn, notice_id, now)
+    _, body = language_text(conn, notice_id, sent.language)
+    items = notice_item_ids(conn, notice_id)
+    mark_items_notified(conn, items, notified_at=now, next_check_at=now + timedelta(seconds=recheck_after_s))
     chain.append(conn, "notice_sent", {
-        "notice": reference, "items": items, "recipient": recipient, "message_id": message_id,
-        "language": language, "body_sha256": hashlib.sha256(body.encode()).hexdigest()})
+        "notice": sent.reference, "items": items, "recipient": sent.recipient, "message_id": sent.message_id,
+        "language": sent.language, "body_sha256": hashlib.sha256(body.encode()).hexdigest()})

@@ -1,0 +1,289 @@
+"""Every query the action side runs on the evidence tables (`evidence_items`, `evidence_artefacts`), one narrow
+function each: queueing items, the capture's reads and writes, reading artefacts back, and the removal monitor's
+checks.
+
+The evidence writer (`clients.evidence.writer`) and the removal monitor (`clients.monitor`) call these and run no SQL
+themselves; the console reads artefact hashes through `artefact_hashes` too. Each function takes the caller's
+connection rather than the pool, so that a capture's artefacts, its log entry and its item's new state share one
+transaction; none commits. Results are plain typed data (dataclasses, tuples), which the callers only use.
+The monitor's queries are here rather than in a module of their own: they read and write the same `evidence_items`
+columns (`removal_state`, `notified_at`) that queueing re-opens and sending a notice sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypedDict, cast
+
+from psycopg import Connection
+from psycopg.types.json import Jsonb
+
+from clients.evidence.reports import ArtefactHash
+
+# -- queueing items ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatchToQueue:
+    """A (sighting, reference) pair the service matched and no evidence item covers yet."""
+
+    sighting_id: int
+    reference_id: int
+    case_id: str | None
+    under_19: bool  # any of the pair's matches flagged a face under 19
+    page_url: str
+    url: str
+
+
+@dataclass(frozen=True)
+class SightingToQueue:
+    """A suspected sighting with a face estimated under 19 and no under-19 item yet."""
+
+    sighting_id: int
+    page_url: str
+    url: str
+
+
+def matches_to_queue(conn: Connection, limit: int) -> list[MatchToQueue]:
+    """Up to `limit` matched pairs without an item, in sighting order."""
+    rows = conn.execute(
+        "select m.sighting_id, m.reference_id, r.case_id, bool_or(m.under_19), s.page_url, s.url"
+        " from matches m join reference_media r on r.id = m.reference_id join sightings s on s.id = m.sighting_id"
+        " where m.sighting_id is not null and not exists (select 1 from evidence_items e"
+        "   where e.sighting_id = m.sighting_id and e.reference_id = m.reference_id)"
+        " group by m.sighting_id, m.reference_id, r.case_id, s.page_url, s.url order by m.sighting_id limit %s",
+        (limit,)).fetchall()
+    return [MatchToQueue(*row) for row in rows]
+
+
+def youth_sightings_to_queue(conn: Connection, limit: int) -> list[SightingToQueue]:
+    """Up to `limit` suspected sightings flagged under 19 without an under-19 item, in id order."""
+    rows = conn.execute(
+        "select s.id, s.page_url, s.url from sightings s where s.youth_faces > 0 and s.suspected"
+        " and not exists (select 1 from evidence_items e where e.sighting_id = s.id and e.reference_id is null)"
+        " order by s.id limit %s", (limit,)).fetchall()
+    return [SightingToQueue(*row) for row in rows]
+
+
+def insert_item(conn: Connection, *, case_id: str | None, reference_id: int | None, sighting_id: int, reason: str,
+                under_19: bool, site: str, priority: int, wrapped_key: bytes) -> bool:
+    """A new evidence item; False when one for the same sighting and reference exists already (left as it is)."""
+    row = conn.execute(
+        "insert into evidence_items (case_id, reference_id, sighting_id, reason, under_19, site, priority,"
+        " wrapped_key) values (%s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing returning id",
+        (case_id, reference_id, sighting_id, reason, under_19, site, priority, wrapped_key)).fetchone()
+    return row is not None
+
+
+def mark_reuploaded(conn: Connection, reference_id: int, sighting_id: int) -> None:
+    """The reference's items on other sightings that a notice went out for are re-uploads now, open again."""
+    conn.execute(
+        "update evidence_items set removal_state = 'reuploaded', reopened_by = %s where reference_id = %s"
+        " and sighting_id <> %s and removal_state in ('notified', 'still_up', 'removed')",
+        (sighting_id, reference_id, sighting_id))
+
+
+# -- capture -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PendingItem:
+    id: int
+    case_id: str | None
+    reference_id: int | None
+    sighting_id: int
+    reason: str
+    under_19: bool
+    site: str
+    wrapped_key: bytes
+    url: str
+    page_url: str
+    title: str
+    author: str
+    posted_at: datetime | None
+    content_sha256: bytes | None
+    attempts: int
+
+
+def pending_captures(conn: Connection, limit: int) -> list[PendingItem]:
+    """Up to `limit` items waiting for capture (none an officer rejected), most urgent first, with their sightings."""
+    rows = conn.execute(
+        "select e.id, e.case_id, e.reference_id, e.sighting_id, e.reason, e.under_19, e.site, e.wrapped_key,"
+        " s.url, s.page_url, s.title, s.author, s.posted_at, s.content_sha256, e.capture_attempts"
+        " from evidence_items e join sightings s on s.id = e.sighting_id"
+        " where e.capture_state = 'pending' and e.review_state <> 'rejected'"
+        " order by e.priority desc, e.id limit %s", (limit,)).fetchall()
+    return [PendingItem(*r[:7], bytes(r[7]), *r[8:13], None if r[13] is None else bytes(r[13]), r[14])
+            for r in rows]
+
+
+class MatchRecord(TypedDict):
+    """One stored match behind an item, keyed as the metadata record and the reports have it."""
+
+    signal: str
+    score: float
+    threshold: float
+    reference_id: int
+    case_id: str | None
+    reference_start_s: float
+    reference_end_s: float
+    sighting_start_s: float
+    sighting_end_s: float
+    matched_frames: int
+    faces: Any  # the faces compared, as the service stored them (jsonb)
+    p_false: float | None  # None: not calibrated
+    verification: str
+    face_only: bool
+
+
+_MATCH_RECORD_KEYS = ("signal", "score", "threshold", "reference_id", "case_id", "reference_start_s",
+                      "reference_end_s", "sighting_start_s", "sighting_end_s", "matched_frames", "faces", "p_false",
+                      "verification", "face_only")
+
+
+def item_matches(conn: Connection, sighting_id: int, reference_id: int) -> list[MatchRecord]:
+    """The matches of a sighting with a reference, in the order the service stored them."""
+    rows = conn.execute(
+        "select m.signal, m.score, m.threshold, m.reference_id, r.case_id, m.reference_start_s, m.reference_end_s,"
+        " m.other_start_s, m.other_end_s, m.matched_frames, m.faces, m.p_false, m.verification, m.face_only"
+        " from matches m join reference_media r on r.id = m.reference_id"
+        " where m.sighting_id = %s and m.reference_id = %s order by m.id", (sighting_id, reference_id)).fetchall()
+    return [cast(MatchRecord, dict(zip(_MATCH_RECORD_KEYS, row, strict=True))) for row in rows]
+
+
+def store_artefact(conn: Connection, item_id: int, kind: str, *, media_type: str, sha256: bytes, size: int,
+                   nonce: bytes, ciphertext: bytes) -> None:
+    """An item's encrypted artefact of one kind; a recapture replaces the one stored before."""
+    conn.execute(
+        "insert into evidence_artefacts (item_id, kind, media_type, sha256, size, nonce, ciphertext)"
+        " values (%s, %s, %s, %s, %s, %s, %s) on conflict (item_id, kind) do update set"
+        " media_type = excluded.media_type, sha256 = excluded.sha256, size = excluded.size,"
+        " nonce = excluded.nonce, ciphertext = excluded.ciphertext, created_at = now()",
+        (item_id, kind, media_type, sha256, size, nonce, ciphertext))
+
+
+def record_capture(conn: Connection, item_id: int, *, captured_at: datetime, log_seq: int, error: str) -> None:
+    """The item is captured: when, its 'capture' log entry, and what could not be fetched (`error`)."""
+    conn.execute(
+        "update evidence_items set capture_state = 'captured', captured_at = %s, log_seq = %s,"
+        " capture_attempts = capture_attempts + 1, capture_error = %s where id = %s",
+        (captured_at, log_seq, error, item_id))
+
+
+def record_capture_failure(conn: Connection, item_id: int, *, error: str, state: str) -> None:
+    """A capture attempt failed: counted, its error kept, and the item left `state` ('pending' or 'failed')."""
+    conn.execute(
+        "update evidence_items set capture_attempts = capture_attempts + 1, capture_error = %s,"
+        " capture_state = %s where id = %s", (error, state, item_id))
+
+
+# -- reading back ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SealedArtefact:
+    """An artefact as stored: encrypted under its item's key, with the hash of the plaintext."""
+
+    wrapped_key: bytes  # the item's key, wrapped by the vault's master key
+    nonce: bytes
+    ciphertext: bytes
+    sha256: bytes
+
+
+def sealed_artefact(conn: Connection, item_id: int, kind: str) -> SealedArtefact | None:
+    """An item's artefact of one kind with its item's wrapped key; None when there is none."""
+    row = conn.execute(
+        "select e.wrapped_key, a.nonce, a.ciphertext, a.sha256 from evidence_artefacts a"
+        " join evidence_items e on e.id = a.item_id where a.item_id = %s and a.kind = %s",
+        (item_id, kind)).fetchone()
+    return None if row is None else SealedArtefact(*(bytes(value) for value in row))
+
+
+def capture_log_payloads(conn: Connection) -> list[tuple[int, str]]:
+    """(item id, payload) of each item's current 'capture' log entry; the payload is the canonical JSON logged."""
+    return conn.execute(
+        "select p.item_id, p.payload from evidence_log l join evidence_log_payloads p using (seq)"
+        " join evidence_items e on e.id = p.item_id and e.log_seq = l.seq where l.event = 'capture'").fetchall()
+
+
+def artefact_kinds(conn: Connection) -> list[tuple[int, str]]:
+    """(item id, kind) of every stored artefact, in that order."""
+    return conn.execute("select item_id, kind from evidence_artefacts order by item_id, kind").fetchall()
+
+
+def artefact_hashes(conn: Connection, item_id: int) -> list[ArtefactHash]:
+    """What the capture stored for the item (not the bytes): kind, hash, size, media type, by kind."""
+    return [ArtefactHash(kind, bytes(sha).hex(), size, media_type) for kind, sha, size, media_type in conn.execute(
+        "select kind, sha256, size, media_type from evidence_artefacts where item_id = %s order by kind",
+        (item_id,))]
+
+
+@dataclass(frozen=True)
+class CapturedLogEntry:
+    """A captured item's facts the reports take from the database (the rest is in its metadata record)."""
+
+    reason: str
+    case_id: str | None
+    site: str
+    log_seq: int
+    log_entry_hash: bytes
+
+
+def captured_log_entry(conn: Connection, item_id: int) -> CapturedLogEntry | None:
+    """A captured item with its 'capture' log entry; None when there is no such item or it is not captured."""
+    row = conn.execute(
+        "select e.reason, e.case_id, e.site, l.seq, l.entry_hash from evidence_items e"
+        " join evidence_log l on l.seq = e.log_seq where e.id = %s and e.capture_state = 'captured'",
+        (item_id,)).fetchone()
+    return None if row is None else CapturedLogEntry(*row[:4], bytes(row[4]))
+
+
+def captured_items_of_case(conn: Connection, case_id: str) -> list[int]:
+    """A case's captured items, in id order (what `jiwoom evidence report --case` reports)."""
+    return [r[0] for r in conn.execute(
+        "select id from evidence_items where case_id = %s and capture_state = 'captured' order by id", (case_id,))]
+
+
+# -- removal checks ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DueCheck:
+    """A notified item whose re-check is due, with where to look."""
+
+    item_id: int
+    page_url: str
+    url: str
+    reference_id: int | None
+    content_sha256: bytes | None
+    removal_state: str  # 'notified' or 'still_up'
+
+
+def due_checks(conn: Connection, *, now: datetime, limit: int) -> list[DueCheck]:
+    """Up to `limit` notified or still-up items whose next check is due by `now`, the longest due first."""
+    rows = conn.execute(
+        "select e.id, s.page_url, s.url, e.reference_id, s.content_sha256, e.removal_state from evidence_items e"
+        " join sightings s on s.id = e.sighting_id where e.removal_state in ('notified', 'still_up')"
+        " and e.next_check_at <= %s order by e.next_check_at limit %s", (now, limit)).fetchall()
+    return [DueCheck(*row[:4], None if row[4] is None else bytes(row[4]), row[5]) for row in rows]
+
+
+def record_removal_check(conn: Connection, item_id: int, *, state: str, previous: str, checked_at: datetime,
+                         check: dict[str, Any], next_check: datetime | None) -> None:
+    """A re-check's outcome: the item's removal state (and when it came down), the check, the next one. Only while
+    the item is still in `previous`: the check ran outside any transaction, and a new sighting may have marked the
+    item re-uploaded meanwhile."""
+    conn.execute(
+        "update evidence_items set removal_state = %s, removed_at = case when %s = 'removed' then %s"
+        " else removed_at end, last_checked_at = %s, last_check = %s, checks = checks + 1, next_check_at = %s"
+        " where id = %s and removal_state = %s",
+        (state, state, checked_at, checked_at, Jsonb(check), next_check, item_id, previous))
+
+
+def removal_times(conn: Connection) -> list[tuple[str, str, float | None]]:
+    """(site, removal state, seconds from notice to removal or None) of every notified item, by site."""
+    rows = conn.execute(
+        "select site, removal_state, extract(epoch from removed_at - notified_at) from evidence_items"
+        " where notified_at is not null order by site").fetchall()
+    return [(site, state, None if seconds is None else float(seconds)) for site, state, seconds in rows]
