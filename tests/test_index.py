@@ -13,13 +13,8 @@ import numpy as np
 import pdqhash
 import pytest
 
-from server.index.faiss_index import (
-    MAX_LOCAL,
-    BinaryIndex,
-    VectorIndex,
-    pack_ids,
-    unpack_ids,
-)
+from server.index.base import MAX_LOCAL, pack_ids, unpack_ids
+from server.index.faiss_index import BinaryIndex, VectorIndex
 from server.models.pdq import pack_bits
 from tests.conftest import add_remove_search_concurrently
 

@@ -30,7 +30,6 @@ import numpy as np
 from server.index.base import (
     LOCAL_BITS,
     MAX_LOCAL,
-    MAX_OWNER,
     Growable,
     Owned,
     VectorHits,
@@ -42,7 +41,6 @@ from server.index.base import (
     no_hits,
     owner_ids,
     owner_sections,
-    pack_ids,
     unpack_ids,
     worst_score,
 )
@@ -672,7 +670,3 @@ def _no_matches() -> BinaryMatches:
     empty = np.empty(0, np.int64)
     return BinaryMatches(empty, empty, empty, np.empty(0, np.int32))
 
-
-# Re-exported from server.index.base, where they live so that the torch index needs no faiss.
-__all__ = ["LOCAL_BITS", "MAX_LOCAL", "MAX_OWNER", "BinaryIndex", "BinaryMatches", "VectorHits", "VectorIndex",
-           "pack_ids", "unpack_ids"]
