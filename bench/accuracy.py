@@ -37,7 +37,7 @@ from bench.record import machine, publish
 from bench.transforms import CORPUS, TRANSFORMS, encode, load
 from server.config import MatchSettings, Settings
 from server.inference.inprocess import InProcessInference
-from server.matching.cascade import Cascade
+from server.matching.cascade import Cascade, FullPlan
 from server.matching.decisions import Thresholds, match_library
 from server.matching.library import Library
 from server.service import match_families, reference_families
@@ -184,6 +184,8 @@ class Query:
     seconds: float
     cascade_matched: set[int] = field(default_factory=set)  # reference positions the service's cascade matches
     screened_out: bool = False  # the cascade did not compute this query's full embedding
+    full_regions: int | None = None  # regions the cascade embedded in full (None: every region, or none)
+    query_regions: int = 0  # regions the full path embeds
 
 
 @dataclass
@@ -244,8 +246,13 @@ def run(entries: list[Entry], transforms: list[str], seed: int) -> Run:
                 scores = {n: best_per_reference(banks[n], queries[n], len(entries), n) for n in SIGNALS}
                 query = Query(transform, position, matched, scores, time.perf_counter() - item_started)
                 if cascade is not None:
-                    query.screened_out = not cascade.needs_full([library], queries, radius, match)
+                    plan = cascade.plan([library], queries, radius, match)
+                    query.screened_out = not plan.needed
                     seen = {n: v for n, v in queries.items() if not (query.screened_out and n == cascade.screened)}
+                    if plan.needed and not plan.everything:
+                        seen[cascade.screened] = planned_rows(queries[cascade.screened], plan)
+                        query.full_regions = len(plan.frames)
+                        query.query_regions = len(queries[cascade.screened])
                     chosen = cascade.without_screen_duplicates(
                         match_library(library, seen, radius, lambda _owner: thresholds, features, match))
                     query.cascade_matched = {owner_position[r.owner] for r in chosen}
@@ -257,6 +264,15 @@ def run(entries: list[Entry], transforms: list[str], seed: int) -> Run:
                     progress(f"queries {done}/{total} ({transform}), eta {eta:.1f} min")
     out.wall_seconds = time.perf_counter() - started
     return out
+
+
+def planned_rows(rows: SignalVectors, plan: FullPlan) -> SignalVectors:
+    """The rows of the regions `plan` names: what the service's second stage embeds (the same crops give the same
+    vectors, so they are taken from the full embedding computed here for the full path)."""
+    keep = np.zeros(len(rows), bool)
+    for box, frame in zip(plan.boxes, plan.frames, strict=True):
+        keep |= (rows.frames == frame) & np.all(np.abs(rows.boxes - box) < 1e-4, axis=1)
+    return SignalVectors(rows.vectors[keep], rows.timestamps[keep], rows.boxes[keep], rows.frames[keep])
 
 
 # -- the report -------------------------------------------------------------------------------------------------
@@ -467,6 +483,11 @@ def cascade_section(result: Run, same_group: np.ndarray) -> str:
                                  and not same_group[q.position, at]}) for q in queries)
         lines.append(f"| {transform} | {len(queries)} | {pct(full, len(queries))} | {pct(cascade, len(queries))} | "
                      f"{sum(q.screened_out for q in queries)} | {full_false} | {cascade_false} |")
+    partial = [q for q in result.queries if q.full_regions is not None]
+    if partial:
+        lines.append(f"\nCandidates embedded in full on their flagged regions only: {len(partial)}, "
+                     f"{np.mean([q.full_regions for q in partial]):.1f} regions each (of "
+                     f"{np.mean([q.query_regions for q in partial]):.1f}).")
     lost = [q for q in result.queries if q.position not in q.cascade_matched
             and any(q.position in q.matched.get(n, {}) for n in SIGNAL_NAMES)]
     lines.append(f"\nCopies the full path finds and the cascade does not: {len(lost)}"

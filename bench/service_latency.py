@@ -4,13 +4,13 @@
                                               [--configs before,default] [--copies 0.5] [--out report.md]
 
 For each configuration (CONFIGS: `default`; `before`, the service as it was before the fast path: no cascade,
-no distilled embedding, ONNX Runtime threads one per core; `grid0`, the default without grid windows) it starts
-the real service
-(`server.app.running_service`) on a throwaway PostgreSQL cluster (`server.storage.db.local_postgres`, system binaries),
-registers N corpus images as references through `jiwoom.api.client.MatcherClient`, then for `--seconds` per
-concurrency level sends `Match` requests from that many client threads: a share `--copies` (default half) are
-transformed copies of registered references (they should match), the rest transformed corpus images that were
-not registered (a crawl sees mostly those). Client
+no distilled embedding, ONNX Runtime threads one per core; `grid0`, the default without grid windows;
+`all_regions`, the default but a candidate gets the full embedding on every region, not only the flagged ones)
+it starts the real service (`server.app.running_service`) on a throwaway PostgreSQL cluster
+(`server.storage.db.local_postgres`, system binaries), registers N corpus images as references through
+`jiwoom.api.client.MatcherClient`, then for `--seconds` per concurrency level sends `Match` requests from that
+many client threads: a share `--copies` (default half) are transformed copies of registered references (they
+should match), the rest transformed corpus images that were not registered (a crawl sees mostly those). Client
 and server share this machine's cores, as they would on a single-box deployment.
 """
 
@@ -49,6 +49,7 @@ CONFIGS: dict[str, Settings] = {
                                            face_min_width=0),
                        models=ModelSettings(threads=0, face_detector="hog")),
     "grid0": Settings(models=ModelSettings(region_grid=0, fast_region_grid=0)),
+    "all_regions": Settings(match=MatchSettings(screen_regions_only=False)),
 }
 
 

@@ -83,6 +83,8 @@ class MatchSettings:
     screen_signal: str = "embedding_fast"
     screened_signal: str = "embedding"
     screen_min_similarity: float = 0.5
+    # ... and only on the regions that found the candidate (the whole frame for PDQ's); False: on every region
+    screen_regions_only: bool = True
 
     pdq_max_distance: int = 31  # Hamming, of 256 bits: the ThreatExchange/StopNCII convention
     pdq_min_quality: int = 50  # PDQ hashes of flat, low-detail frames collide; below this they are not used

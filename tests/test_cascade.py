@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+import pytest
+
 from bench.accuracy import corpus_entries, true_query, unrelated_query
 from bench.transforms import CORPUS, TRANSFORMS
+from jiwoom.api.errors import InvalidInput
 from server.config import MatchSettings, Settings
 from server.inference import Inference
+from server.inference.features import assemble, with_regions
 from server.service import MatchingService
 from server.storage.db import migrate, open_pool
 from server.storage.store import Principal, Store
@@ -61,3 +66,28 @@ def test_the_cascade_finds_what_the_full_path_finds(postgres_server: str, infere
     assert found >= 0.9 * len(TRANSFORMS) * REFERENCES, "the full path itself found too few copies to compare"
     assert cascade.cascade_counts["screened_out"] - screened_before >= UNRELATED // 2, \
         f"the screen ruled out too few unrelated queries: {cascade.cascade_counts}"
+    # the copies got the full embedding on their flagged regions only, and still matched as the full path did
+    assert 0 < cascade.cascade_counts["regions"] < 8 * cascade.cascade_counts["full"], cascade.cascade_counts
+
+
+def test_regions_embedded_alone_give_the_full_paths_vectors(inference: Inference) -> None:
+    """image_embed given boxes embeds those crops only, to the vectors the full path gives the same regions."""
+    entry = corpus_entries(1, seed=3)[0]
+    sampled = inference.sample((CORPUS / entry.file).read_bytes())
+    full = inference.sampled_features(sampled, frozenset({"embedding"}))
+    regions = full.frames[0].regions
+    assert len(regions) >= 4
+    chosen = [0, 2, len(regions) - 1]
+    boxes = np.array([regions[i].box for i in chosen], np.float32)
+    alone = with_regions(full, inference.embed_regions(sampled["frames"], boxes, np.zeros(len(chosen), np.int32)))
+    assert [r.box for r in alone.frames[0].regions] == [regions[i].box for i in chosen]
+    for region, i in zip(alone.frames[0].regions, chosen, strict=True):
+        assert float(region.embedding @ regions[i].embedding) > 0.999
+    none = with_regions(full, inference.embed_regions(sampled["frames"], np.zeros((0, 4)), np.zeros(0)))
+    assert none.frames[0].regions == [] and assemble({}).frames == []
+    for bad_boxes, bad_frames in ((boxes * 3, np.zeros(3)), (boxes, np.ones(3)), (boxes, np.zeros(2))):
+        with pytest.raises(InvalidInput):
+            inference.embed_regions(sampled["frames"], bad_boxes, bad_frames)
+    with pytest.raises(InvalidInput, match="no inputs"):
+        inference.infer("image_embed", {"frames": sampled["frames"], "nonsense": np.zeros(1, np.int32)},
+                        ["embeddings"])

@@ -14,7 +14,14 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from server.config import Settings
-from server.inference.features import ALL_FAMILIES, MEDIA_OUTPUTS, MediaFeatures, assemble, outputs_for
+from server.inference.features import (
+    ALL_FAMILIES,
+    FAMILY_OUTPUTS,
+    MEDIA_OUTPUTS,
+    MediaFeatures,
+    assemble,
+    outputs_for,
+)
 
 
 class Inference(ABC):
@@ -41,6 +48,12 @@ class Inference(ABC):
         tensors = self.infer("frame_features", {"frames": sampled["frames"]}, outputs_for(families))
         tensors.update({name: sampled[name] for name in MEDIA_OUTPUTS})
         return assemble(tensors)
+
+    def embed_regions(self, frames: np.ndarray, boxes: np.ndarray, box_frame: np.ndarray) -> dict[str, np.ndarray]:
+        """The full embedding of the given regions only (fractions of the frame [N, 4], each with its frame's
+        index [N]): the `embedding` family's tensors, for `features.with_regions`."""
+        return self.infer("image_embed", {"frames": frames, "boxes": boxes.astype(np.float32),
+                                          "box_frame": box_frame.astype(np.int32)}, list(FAMILY_OUTPUTS["embedding"]))
 
     def frame_features(
         self, frames: np.ndarray, timestamps: np.ndarray | None = None, families: frozenset[str] = ALL_FAMILIES

@@ -181,3 +181,10 @@ def merged(base: MediaFeatures, later: MediaFeatures, families: frozenset[str]) 
     frames = [replace(frame, **{name: getattr(extra, name) for name in names})
               for frame, extra in zip(base.frames, later.frames, strict=True)]
     return replace(base, frames=frames)
+
+
+def with_regions(base: MediaFeatures, tensors: dict[str, np.ndarray]) -> MediaFeatures:
+    """`base` with its full-embedding regions from `tensors` (image_embed's outputs for some of its frames'
+    regions: the cascade's second stage); frames the tensors do not name get none."""
+    frames = [replace(frame, regions=_regions(tensors, "", position)) for position, frame in enumerate(base.frames)]
+    return replace(base, frames=frames)

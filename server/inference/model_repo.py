@@ -34,6 +34,7 @@ class TensorSpec:
     name: str
     data_type: str  # Triton config name, e.g. TYPE_FP32
     dims: tuple[int, ...]  # -1 = any size
+    optional: bool = False  # a request may leave it out
 
     @property
     def dtype(self) -> type:
@@ -70,11 +71,14 @@ class ModelSpec:
 
     def check_inputs(self, inputs: dict[str, np.ndarray]) -> None:
         """Refuse, as InvalidInput, tensors that do not fit the declared inputs (both backends call this)."""
-        missing = set(self.inputs) - set(inputs)
+        missing = {name for name, spec in self.inputs.items() if not spec.optional} - set(inputs)
         if missing:
             raise InvalidInput(f"{self.name} needs inputs {sorted(missing)}")
-        for name, tensor_spec in self.inputs.items():
-            array = inputs[name]
+        unknown = set(inputs) - set(self.inputs)
+        if unknown:
+            raise InvalidInput(f"{self.name} has no inputs {sorted(unknown)}")
+        for name, array in inputs.items():
+            tensor_spec = self.inputs[name]
             if not tensor_spec.fits(array):
                 raise InvalidInput(
                     f"{self.name} input {name!r} must be {tensor_spec.data_type} with dims {list(tensor_spec.dims)}, "
@@ -84,7 +88,8 @@ class ModelSpec:
 
 def _tensors(entries: object) -> dict[str, TensorSpec]:
     return {
-        t.name: TensorSpec(t.name, model_config_pb2.DataType.Name(t.data_type), tuple(t.dims))
+        t.name: TensorSpec(t.name, model_config_pb2.DataType.Name(t.data_type), tuple(t.dims),
+                           bool(getattr(t, "optional", False)))
         for t in entries  # type: ignore[attr-defined]
     }
 

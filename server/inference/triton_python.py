@@ -42,7 +42,8 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             try:
-                inputs = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
+                given = {n: pb_utils.get_input_tensor_by_name(request, n) for n in self.input_names}
+                inputs = {n: t.as_numpy() for n, t in given.items() if t is not None}  # optional ones may be absent
                 outputs = self.model(**inputs)
                 tensors = [pb_utils.Tensor(n, outputs[n]) for n in self.output_names]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))

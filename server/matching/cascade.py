@@ -7,14 +7,18 @@ crawled matches nothing. So a query first gets its cheap features: PDQ, the dist
   candidate in a library the query is matched against, or
 - that library holds items with full-embedding rows but no screen rows (stored before the screen model was),
   which the screen cannot rule out.
+And it runs only on the regions that found a candidate (the whole frame, for a PDQ candidate): one to three of a
+picture's ten to fourteen, where the screen's false candidates at scale would otherwise cost every region.
 Faces need neither: a face match is not a copy of the picture, and has its own signal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Container, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+import numpy as np
 
 from server.config import MatchSettings
 from server.matching.decisions import MatchResult
@@ -31,10 +35,25 @@ class Screenable(Protocol):
 
 
 @dataclass(frozen=True)
+class FullPlan:
+    """The regions of a query that get the screened (full) embedding: all of them, or these boxes (fractions of
+    the frame) of these frames; none when the screen ruled every candidate out."""
+
+    everything: bool = False
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+
+    @property
+    def needed(self) -> bool:
+        return self.everything or len(self.frames) > 0
+
+
+@dataclass(frozen=True)
 class Cascade:
     screen: str  # the cheap signal that stands in for `screened` (MatchSettings.screen_signal)
     screened: str  # the costly one (MatchSettings.screened_signal)
     min_similarity: float  # the screen's candidate line: below its own threshold, so the screen loses no match
+    regions_only: bool = True  # the full embedding of the flagged regions only (MatchSettings.screen_regions_only)
 
     @classmethod
     def of(cls, settings: MatchSettings, signals: Container[str]) -> Cascade | None:
@@ -43,7 +62,9 @@ class Cascade:
         if not settings.screen_signal or settings.screen_signal not in signals \
                 or settings.screened_signal not in signals:
             return None
-        return cls(settings.screen_signal, settings.screened_signal, settings.screen_min_similarity)
+        # Regions can be asked of the full copy-detection embedding only (Inference.embed_regions)
+        regions_only = settings.screen_regions_only and SIGNALS[settings.screened_signal].family == "embedding"
+        return cls(settings.screen_signal, settings.screened_signal, settings.screen_min_similarity, regions_only)
 
     def stage_one(self, families: frozenset[str]) -> frozenset[str]:
         """The families a query gets first: all it needs but the screened signal's and the keypoints."""
@@ -52,18 +73,37 @@ class Cascade:
     def stage_two(self) -> frozenset[str]:
         return frozenset({SIGNALS[self.screened].family, "local"})
 
-    def needs_full(self, libraries: Iterable[Screenable], queries: dict[str, SignalVectors],
-                   radius: dict[str, float], settings: MatchSettings) -> bool:
-        """Whether the query's screened signal must be computed before it is matched against `libraries`."""
+    def plan(self, libraries: Iterable[Screenable], queries: dict[str, SignalVectors], radius: dict[str, float],
+             settings: MatchSettings) -> FullPlan:
+        """Which of the query's regions need the screened signal before it is matched against `libraries`: the
+        regions the screen found a candidate for, and the whole frame where PDQ did (a whole-frame hash); every
+        region where a library holds items the screen cannot rule out, or `screen_regions_only` is off."""
         cheap = {name: rows for name, rows in queries.items()
                  if name != self.screened and name in SIGNALS and SIGNALS[name].verifiable and len(rows)}
         lines = {name: radius[name] for name in cheap if name in radius} | {self.screen: self.min_similarity}
+        flagged: set[int] = set()  # rows of the screen's query vectors
+        whole: set[int] = set()  # frames
         for library in libraries:
             if library.unscreened(self.screened, self.screen):
-                return True
-            if any(len(hits) for hits in library.search(cheap, lines, settings).values()):
-                return True
-        return False
+                return FullPlan(everything=True)
+            for name, hits in library.search(cheap, lines, settings).items():
+                if not len(hits):
+                    continue
+                if not self.regions_only:
+                    return FullPlan(everything=True)
+                if name == self.screen:
+                    flagged.update(hits.query_rows.tolist())
+                else:
+                    whole.update(cheap[name].frames[hits.query_rows].tolist())
+        screen = queries.get(self.screen)
+        if screen is None or not len(screen):
+            return FullPlan(everything=bool(flagged or whole))
+        for frame in whole:  # a frame's first region is the trimmed whole frame (server.models.image_embed)
+            rows = np.nonzero(screen.frames == frame)[0]
+            if len(rows):
+                flagged.add(int(rows[0]))
+        chosen = np.asarray(sorted(flagged), np.int64)
+        return FullPlan(boxes=screen.boxes[chosen], frames=screen.frames[chosen])
 
     def without_screen_duplicates(self, results: list[MatchResult]) -> list[MatchResult]:
         """Matches less the screen's where the same target also matched on the screened signal: one picture

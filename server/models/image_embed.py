@@ -12,6 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from jiwoom.api.errors import InvalidInput
 from server.config import ModelSettings, Settings
 from server.models.onnx_session import open_network
 from server.models.versions import EmbedderConfig, resolve_model_path
@@ -132,7 +133,13 @@ class ImageEmbedModel:
             chunks.append(self.network(batch))
         return np.concatenate(chunks)
 
-    def __call__(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, frames: np.ndarray, boxes: np.ndarray | None = None,
+                 box_frame: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Every region of every frame; or, given `boxes` (fractions of the frame, [N, 4]) with the frame each is
+        of (`box_frame`, [N]), only those (the cascade's second stage embeds only the regions its screen
+        flagged)."""
+        if boxes is not None or box_frame is not None:
+            return self._given(frames, boxes, box_frame)
         crops: list[np.ndarray] = []
         boxes: list[np.ndarray] = []
         owners: list[int] = []
@@ -153,6 +160,26 @@ class ImageEmbedModel:
             "region_boxes": np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32),
             "region_frame": np.asarray(owners, np.int32),
         }
+
+
+    def _given(self, frames: np.ndarray, boxes: np.ndarray | None, box_frame: np.ndarray | None
+               ) -> dict[str, np.ndarray]:
+        if boxes is None or box_frame is None or len(boxes) != len(box_frame):
+            raise InvalidInput("image_embed: boxes and box_frame go together, one frame index per box")
+        if len(box_frame) and (box_frame.min() < 0 or box_frame.max() >= len(frames)):
+            raise InvalidInput(f"image_embed: box_frame must index the {len(frames)} frames")
+        if len(boxes) and not (np.isfinite(boxes).all() and (boxes >= 0).all() and (boxes <= 1).all()):
+            raise InvalidInput("image_embed: boxes must be fractions of the frame, in [0, 1]")
+        crops, kept = [], []
+        for n, (box, index) in enumerate(zip(boxes, box_frame.tolist(), strict=True)):
+            height, width = frames[index].shape[:2]
+            x0, y0, x1, y1 = (box * np.array([width, height, width, height], np.float32)).round().astype(int)
+            crop = frames[index][y0:y1, x0:x1]
+            if crop.size:  # the screen's boxes passed region_detail already: the same regions, the same frames
+                crops.append(crop)
+                kept.append(n)
+        return {"embeddings": self.embed_crops(crops), "region_boxes": boxes[kept].astype(np.float32),
+                "region_frame": box_frame[kept].astype(np.int32)}
 
 
 class FastImageEmbedModel(ImageEmbedModel):

@@ -23,7 +23,7 @@ from jiwoom.api.errors import DeadlineExceeded, InvalidInput, NotFound
 from server.calibration import Calibration, calibration_for, embedding_space
 from server.config import MatchSettings, Settings
 from server.inference import Inference
-from server.inference.features import MediaFeatures, merged
+from server.inference.features import MediaFeatures, merged, with_regions
 from server.matching.cascade import Cascade
 from server.matching.decisions import Assessor, MatchResult, Thresholds, Verifier, match_library
 from server.matching.library import IndexStat, Library
@@ -78,6 +78,7 @@ class Staged:
 
     features: MediaFeatures
     more: Callable[[frozenset[str]], MediaFeatures]
+    frames: np.ndarray | None = None  # the decoded frames, for the full embedding of some regions of them
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class MatchingService:
             raise ValueError("the store records other model ids than these settings compute with: open it as "
                              "Store(pool, settings.models)")
         self.cascade: Cascade | None = None  # from `start`, once the signals in use are known
-        self.cascade_counts = {"full": 0, "screened_out": 0}  # queries, since start (logged at stop)
+        self.cascade_counts = {"full": 0, "screened_out": 0, "regions": 0}  # queries, since start (logged at stop)
         # Reference and negative-bank writes and forgets each hold this from the commit to the index update, so
         # the index never keeps an entry the database has forgotten. Feature extraction runs outside it.
         self._write_lock = threading.Lock()
@@ -182,8 +183,8 @@ class MatchingService:
 
     def stop(self) -> None:
         if self.cascade is not None:
-            log.info("cascade since start: %(full)d queries got the full embedding, %(screened_out)d were screened "
-                     "out", self.cascade_counts)
+            log.info("cascade since start: %(full)d queries got the full embedding (%(regions)d regions of theirs, "
+                     "where not every region), %(screened_out)d were screened out", self.cascade_counts)
         self.slots.close(STOP_DRAIN_S)
         self.collections.stop()
 
@@ -228,7 +229,7 @@ class MatchingService:
         if frames is not None:
             stacked, times, media = self._decoded_frames(frames)
             features = self.inference.frame_features(stacked, times, families)
-            return Staged(features, lambda more: self.inference.frame_features(stacked, times, more)), media
+            return Staged(features, lambda more: self.inference.frame_features(stacked, times, more), stacked), media
         if data is None:
             raise InvalidInput("no media")
         if self.cascade is None:  # one stage: the media ensemble in one call (one request to a Triton server)
@@ -236,7 +237,7 @@ class MatchingService:
             return Staged(features, lambda more: self.inference.media_features(data, more)), media
         sampled = self.inference.sample(data)
         features = self.inference.sampled_features(sampled, families)
-        return Staged(features, lambda more: self.inference.sampled_features(sampled, more)), \
+        return Staged(features, lambda more: self.inference.sampled_features(sampled, more), sampled["frames"]), \
             self._summary(data, features)
 
     def _assessor(self, library: str, features: MediaFeatures | None) -> Assessor | None:
@@ -339,10 +340,19 @@ class MatchingService:
         queries = self._vectors(features, query=True)
         if cascade is not None:
             searched = [self.libraries["references"]] + ([self.libraries["sightings"]] if include_sightings else [])
-            if cascade.needs_full(searched, queries, self.cases.search_radius(), self.match_settings):
+            plan = cascade.plan(searched, queries, self.cases.search_radius(), self.match_settings)
+            if plan.needed:
                 check_deadline(deadline, "the full embedding")
                 second = cascade.stage_two() - first
-                features = merged(features, staged.more(second), second)
+                if plan.everything or staged.frames is None:
+                    features = merged(features, staged.more(second), second)
+                else:  # the full embedding of the regions that found a candidate only
+                    rest = second - {SIGNALS[cascade.screened].family}
+                    if rest:
+                        features = merged(features, staged.more(rest), rest)
+                    features = with_regions(features, self.inference.embed_regions(staged.frames, plan.boxes,
+                                                                                   plan.frames))
+                    self.cascade_counts["regions"] += len(plan.frames)
                 queries = self._vectors(features, query=True)
                 self.cascade_counts["full"] += 1
             else:
