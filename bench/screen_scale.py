@@ -45,13 +45,15 @@ def offsets(rows: np.ndarray, bank: np.ndarray) -> np.ndarray:
 
 
 def best_over_references(queries: list[np.ndarray], references: list[np.ndarray], cuts: list[int],
-                         bank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[query, cut] best raw and best normalised pair score over the first `cut` references."""
+                         bank: np.ndarray, line: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[query, cut] best raw and best normalised pair score over the first `cut` references, and how many of the
+    query's regions reach the raw `line` (those the service's second stage embeds in full)."""
     rows = np.concatenate([q for q in queries if len(q)]) if any(len(q) for q in queries) else np.zeros((0, 512))
     owner_of_row = np.concatenate([np.full(len(q), i) for i, q in enumerate(queries)]).astype(np.int64)
     shift = offsets(rows.astype(np.float32), bank)
     raw = np.full((len(queries), len(cuts)), -np.inf, np.float32)
     normalised = raw.copy()
+    flagged = np.zeros((len(queries), len(cuts)), np.int64)
     ref_rows = np.concatenate(references)
     ref_owner = np.concatenate([np.full(len(r), i) for i, r in enumerate(references)])
     best_raw = np.full(len(rows), -np.inf, np.float32)
@@ -64,8 +66,9 @@ def best_over_references(queries: list[np.ndarray], references: list[np.ndarray]
         done = end
         np.maximum.at(raw[:, c], owner_of_row, best_raw)
         np.maximum.at(normalised[:, c], owner_of_row, best_raw - shift)
+        np.add.at(flagged[:, c], owner_of_row, best_raw >= line)
         progress(f"  scored against {cut} references")
-    return raw, normalised
+    return raw, normalised, flagged
 
 
 def main() -> None:
@@ -104,7 +107,7 @@ def main() -> None:
 
     references = rows["reference"] + rows["filler"]
     cuts = [len(rows["reference"]) + n for n in sizes]
-    raw, normalised = best_over_references(rows["unrelated"], references, cuts, bank)
+    raw, normalised, flagged = best_over_references(rows["unrelated"], references, cuts, bank, threshold)
     scored = np.array([len(q) > 0 for q in rows["unrelated"]])
     print(f"machine: {machine()}")
     print(f"{len(items['unrelated'])} unrelated queries ({int(scored.sum())} with regions), "
@@ -116,6 +119,18 @@ def main() -> None:
                                       ("normalised (background bank)", norm_threshold, normalised, true_norm_a)):
         passing = " / ".join(f"{(scores[scored, c] >= line).mean() * 100:.1f} %" for c in range(len(cuts)))
         print(f"| {label} | {line:.3f} | {(true >= line).mean() * 100:.1f} % | {passing} |")
+
+    # What the unrelated queries cost the full SSCD: every region of each that passes, or the flagged ones only
+    regions = np.array([len(q) for q in rows["unrelated"]])
+    print(f"\n| full SSCD regions per unrelated query | {' / '.join(str(c) for c in cuts)} references |\n|---|---|")
+    every = " / ".join(f"{regions[raw[:, c] >= threshold].sum() / len(regions):.2f}" for c in range(len(cuts)))
+    flagged_all = " / ".join(f"{flagged[:, c].sum() / len(regions):.2f}" for c in range(len(cuts)))
+    most = settings.match.screen_max_regions
+    closest = " / ".join(f"{np.minimum(flagged[:, c], most).sum() / len(regions):.2f}" for c in range(len(cuts)))
+    print(f"| every region of a query that passes (screen_regions_only=0) | {every} |")
+    print(f"| every flagged region | {flagged_all} |")
+    print(f"| the {most} closest flagged regions (the service: screen_max_regions) | {closest} |")
+    print(f"| (the full path: every region of every query) | {regions.mean():.2f} |")
 
 
 if __name__ == "__main__":

@@ -83,8 +83,10 @@ class MatchSettings:
     screen_signal: str = "embedding_fast"
     screened_signal: str = "embedding"
     screen_min_similarity: float = 0.5
-    # ... and only on the regions that found the candidate (the whole frame for PDQ's); False: on every region
+    # ... and only on the regions that found a candidate (the whole frame for PDQ's), the `screen_max_regions`
+    # closest of them per query; False: on every region
     screen_regions_only: bool = True
+    screen_max_regions: int = 3
 
     pdq_max_distance: int = 31  # Hamming, of 256 bits: the ThreatExchange/StopNCII convention
     pdq_min_quality: int = 50  # PDQ hashes of flat, low-detail frames collide; below this they are not used

@@ -54,6 +54,7 @@ class Cascade:
     screened: str  # the costly one (MatchSettings.screened_signal)
     min_similarity: float  # the screen's candidate line: below its own threshold, so the screen loses no match
     regions_only: bool = True  # the full embedding of the flagged regions only (MatchSettings.screen_regions_only)
+    max_regions: int = 3  # of those, the closest (MatchSettings.screen_max_regions)
 
     @classmethod
     def of(cls, settings: MatchSettings, signals: Container[str]) -> Cascade | None:
@@ -64,7 +65,8 @@ class Cascade:
             return None
         # Regions can be asked of the full copy-detection embedding only (Inference.embed_regions)
         regions_only = settings.screen_regions_only and SIGNALS[settings.screened_signal].family == "embedding"
-        return cls(settings.screen_signal, settings.screened_signal, settings.screen_min_similarity, regions_only)
+        return cls(settings.screen_signal, settings.screened_signal, settings.screen_min_similarity, regions_only,
+                   max(1, settings.screen_max_regions))
 
     def stage_one(self, families: frozenset[str]) -> frozenset[str]:
         """The families a query gets first: all it needs but the screened signal's and the keypoints."""
@@ -76,12 +78,13 @@ class Cascade:
     def plan(self, libraries: Iterable[Screenable], queries: dict[str, SignalVectors], radius: dict[str, float],
              settings: MatchSettings) -> FullPlan:
         """Which of the query's regions need the screened signal before it is matched against `libraries`: the
-        regions the screen found a candidate for, and the whole frame where PDQ did (a whole-frame hash); every
+        `max_regions` regions the screen found the closest candidates for, and the whole frame where PDQ found one
+        (a whole-frame hash); every
         region where a library holds items the screen cannot rule out, or `screen_regions_only` is off."""
         cheap = {name: rows for name, rows in queries.items()
                  if name != self.screened and name in SIGNALS and SIGNALS[name].verifiable and len(rows)}
         lines = {name: radius[name] for name in cheap if name in radius} | {self.screen: self.min_similarity}
-        flagged: set[int] = set()  # rows of the screen's query vectors
+        flagged: dict[int, float] = {}  # rows of the screen's query vectors: their best screen score
         whole: set[int] = set()  # frames
         for library in libraries:
             if library.unscreened(self.screened, self.screen):
@@ -92,17 +95,20 @@ class Cascade:
                 if not self.regions_only:
                     return FullPlan(everything=True)
                 if name == self.screen:
-                    flagged.update(hits.query_rows.tolist())
+                    for row, score in zip(hits.query_rows.tolist(), hits.scores.tolist(), strict=True):
+                        flagged[row] = max(score, flagged.get(row, score))
                 else:
                     whole.update(cheap[name].frames[hits.query_rows].tolist())
         screen = queries.get(self.screen)
         if screen is None or not len(screen):
             return FullPlan(everything=bool(flagged or whole))
+        # The closest regions: a copy's best full-model pair is among them, an unrelated screen's weak ones are not
+        chosen_rows = set(sorted(flagged, key=lambda row: -flagged[row])[:self.max_regions])
         for frame in whole:  # a frame's first region is the trimmed whole frame (server.models.image_embed)
             rows = np.nonzero(screen.frames == frame)[0]
             if len(rows):
-                flagged.add(int(rows[0]))
-        chosen = np.asarray(sorted(flagged), np.int64)
+                chosen_rows.add(int(rows[0]))
+        chosen = np.asarray(sorted(chosen_rows), np.int64)
         return FullPlan(boxes=screen.boxes[chosen], frames=screen.frames[chosen])
 
     def without_screen_duplicates(self, results: list[MatchResult]) -> list[MatchResult]:
