@@ -7,8 +7,9 @@ crawled matches nothing. So a query first gets its cheap features: PDQ, the dist
   candidate in a library the query is matched against, or
 - that library holds items with full-embedding rows but no screen rows (stored before the screen model was),
   which the screen cannot rule out.
-And it runs only on the regions that found a candidate (the whole frame, for a PDQ candidate): one to three of a
-picture's ten to fourteen, where the screen's false candidates at scale would otherwise cost every region.
+And it runs only on the regions that found a candidate, the `screen_max_regions` closest (and the whole frame, for
+a PDQ candidate): three of a picture's ten to fourteen, where the screen's false candidates at scale would
+otherwise cost every region. A sighting keeps the full vectors of those regions only.
 Faces need neither: a face match is not a copy of the picture, and has its own signal.
 """
 
@@ -79,8 +80,8 @@ class Cascade:
              settings: MatchSettings) -> FullPlan:
         """Which of the query's regions need the screened signal before it is matched against `libraries`: the
         `max_regions` regions the screen found the closest candidates for, and the whole frame where PDQ found one
-        (a whole-frame hash); every
-        region where a library holds items the screen cannot rule out, or `screen_regions_only` is off."""
+        (a whole-frame hash); every region where a library holds items the screen cannot rule out, or where
+        `screen_regions_only` is off."""
         cheap = {name: rows for name, rows in queries.items()
                  if name != self.screened and name in SIGNALS and SIGNALS[name].verifiable and len(rows)}
         lines = {name: radius[name] for name in cheap if name in radius} | {self.screen: self.min_similarity}

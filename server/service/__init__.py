@@ -183,8 +183,8 @@ class MatchingService:
 
     def stop(self) -> None:
         if self.cascade is not None:
-            log.info("cascade since start: %(full)d queries got the full embedding (%(regions)d regions of theirs, "
-                     "where not every region), %(screened_out)d were screened out", self.cascade_counts)
+            log.info("cascade since start: %(full)d queries got the full embedding (on %(regions)d flagged regions, "
+                     "where not on every region), %(screened_out)d were screened out", self.cascade_counts)
         self.slots.close(STOP_DRAIN_S)
         self.collections.stop()
 
