@@ -23,7 +23,7 @@ from server.config import IndexSettings, MatchSettings, ModelSettings, ServiceSe
 from server.index import VectorSearch, vector_index
 from server.inference.features import MediaFeatures
 from server.signals import SIGNALS, Hits, SignalVectors, register, unregister
-from server.signals.embedding import knn_hits
+from server.signals.float_vectors import knn_hits
 from tests.conftest import ASTRONAUT, fresh_database
 
 TOY_DIM = 16

@@ -10,19 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-from jiwoom.api.errors import InvalidInput
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.calibration import FAST_EMBEDDING_PRIOR, Tail
 from server.config import IndexSettings, MatchSettings, ModelSettings
 from server.index import VectorSearch, vector_index
 from server.inference.features import FrameFeatures, MediaFeatures, Region
 from server.models.versions import EmbedderConfig, model_id
-from server.signals import Hits, SignalVectors, whole_frames
+from server.signals import SignalVectors, whole_frames
+from server.signals.float_vectors import FloatVectorSignal
 
 
-class EmbeddingSignal:
+class EmbeddingSignal(FloatVectorSignal):
     """One copy-detection embedding model over the regions: `full` (SSCD, the `embedding` signal) or `fast` (the
     distilled SSCD, `embedding_fast`). Their vectors live in separate indexes and never meet."""
 
@@ -30,6 +28,8 @@ class EmbeddingSignal:
     dim = 512
     binary = False
     lower_is_closer = False
+    k_setting = "embedding_k"
+    bounds = (0.3, 1.0)
     in_negative_bank = True
     verifiable = True
 
@@ -62,16 +62,6 @@ class EmbeddingSignal:
         rows = [(r.embedding, f.timestamp, r.box, f.index) for f in features.frames for r in self.regions(f)]
         return SignalVectors.stack(rows, self.dim)
 
-    def query_vectors(self, features: MediaFeatures, settings: MatchSettings) -> SignalVectors:
-        return self.reference_vectors(features, settings)
-
-    def default_threshold(self, settings: MatchSettings) -> float:
-        return float(getattr(settings, self.threshold_setting))
-
-    def check_threshold(self, value: float) -> None:
-        if not 0.3 <= value <= 1.0:
-            raise InvalidInput(f"{self.name} threshold ({self.threshold_setting}) must be 0.3..1")
-
     def benign_rows(self, vectors: SignalVectors) -> SignalVectors:
         return whole_frames(vectors)  # near copies of the whole picture, not a shared logo in one region
 
@@ -81,20 +71,4 @@ class EmbeddingSignal:
     def make_index(self, settings: IndexSettings, snapshot: Path | None = None) -> VectorSearch:
         return vector_index(self.dim, "ip", settings, settings.embedding_factory, snapshot)
 
-    def search(self, index: object, queries: SignalVectors, threshold: float, settings: MatchSettings) -> Hits:
-        return knn_hits(index, queries, settings.embedding_k, lambda s: s >= threshold)
 
-    def passes(self, score: float, threshold: float) -> bool:
-        return score >= threshold
-
-
-def knn_hits(index: object, queries: SignalVectors, k: int, keep: object) -> Hits:
-    """k nearest rows per query, as Hits, keeping those whose score passes `keep` (a vectorised predicate): the
-    search of every float signal."""
-    assert isinstance(index, VectorSearch)
-    if not len(queries) or not len(index):
-        return Hits.empty()
-    scores, owners, locals_ = index.search(np.ascontiguousarray(queries.vectors, np.float32), k)
-    mask = (owners >= 0) & keep(scores)  # type: ignore[operator]
-    query_rows = np.nonzero(mask)[0].astype(np.int64)
-    return Hits(query_rows, owners[mask], locals_[mask], scores[mask].astype(np.float32))

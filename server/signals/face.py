@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from jiwoom.api.errors import InvalidInput
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.calibration import FACE_PRIOR, SFACE_PRIOR, Tail
 from server.config import IndexSettings, MatchSettings, ModelSettings
 from server.index import VectorSearch, vector_index
 from server.inference.features import Face, MediaFeatures
-from server.signals import Hits, SignalVectors
-from server.signals.embedding import knn_hits
+from server.signals import SignalVectors
+from server.signals.float_vectors import FloatVectorSignal
 
 
 def face_box_fraction(box: tuple[float, ...], frame_size: tuple[int, int]) -> tuple[float, float, float, float]:
@@ -38,10 +37,11 @@ def usable_face(face: Face, settings: MatchSettings) -> bool:
             and face.box[2] - face.box[0] >= settings.face_min_width)
 
 
-class FaceSignal:
+class FaceSignal(FloatVectorSignal):
     family: str
     dim = 128
     binary = False
+    k_setting = "face_k"
     in_negative_bank = False  # the bank holds pictures judged benign: a face in one says nothing elsewhere
     verifiable = False  # another photo of the same person is a match: there is no copy to align
 
@@ -81,17 +81,6 @@ class FaceSignal:
         ]
         return SignalVectors.stack(rows, self.dim)
 
-    def query_vectors(self, features: MediaFeatures, settings: MatchSettings) -> SignalVectors:
-        return self.reference_vectors(features, settings)
-
-    def default_threshold(self, settings: MatchSettings) -> float:
-        return float(getattr(settings, self.threshold_setting))
-
-    def check_threshold(self, value: float) -> None:
-        low, high = self.bounds
-        if not low <= value <= high:
-            raise InvalidInput(f"{self.name} threshold ({self.threshold_setting}) must be in [{low}, {high}]")
-
     def benign_rows(self, vectors: SignalVectors) -> SignalVectors:
         return vectors  # unused: not in the negative bank
 
@@ -101,11 +90,3 @@ class FaceSignal:
     def make_index(self, settings: IndexSettings, snapshot: Path | None = None) -> VectorSearch:
         metric = "l2" if self.lower_is_closer else "ip"
         return vector_index(self.dim, metric, settings, "Flat", snapshot)  # 128-d: exact stays cheap
-
-    def search(self, index: object, queries: SignalVectors, threshold: float, settings: MatchSettings) -> Hits:
-        if self.lower_is_closer:
-            return knn_hits(index, queries, settings.face_k, lambda d: d <= threshold)
-        return knn_hits(index, queries, settings.face_k, lambda s: s >= threshold)
-
-    def passes(self, score: float, threshold: float) -> bool:
-        return score <= threshold if self.lower_is_closer else score >= threshold
