@@ -24,6 +24,7 @@ class MediaLimits:
     sample_fps: float = 1.0
     max_frames: int = 300  # cap on sampled frames per video (the sampler spreads them out beyond this)
     scene_cut_threshold: float = 0.35  # histogram distance in [0, 1] that counts as a cut
+    max_audio_s: float = 3600.0  # a video's sound is fingerprinted over its first hour (80 MB of samples); 0: none
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,11 @@ class MatchSettings:
     calibrated: bool = True  # False: the fixed thresholds alone, no normalisation, verification or confidence
     false_matches_per_query: float = 0.001  # expected false matches per query a score alone may bring
     verify_up_to: float = 0.5  # expected false matches up to which a geometrically verified match is kept
+    audio_min_similarity: float = 0.55  # 1 - 2 * bit error rate over a window: unrelated sound ~0.15, copies > 0.7
+    audio_window: int = 16  # codes per scored window (2 s)
+    audio_max_postings: int = 64  # a code stored more often proposes no alignment (hum, silence, jingles)
+    audio_max_alignments: int = 64  # (reference, offset) pairs scored per query, those most codes propose
+    audio_min_seconds: float = 6.0  # aligned sound a match needs in one stretch: longer than a jingle
     face_up_to: float = 0.05  # faces are not verified by geometry: kept up to this, as weaker evidence
     calibration_path: str = ""  # the calibration file ("": the packaged server/data/calibration_sscd.npz)
 

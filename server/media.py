@@ -24,7 +24,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -49,6 +49,7 @@ from server.config import MediaLimits
 __all__ = ["IMAGE_FORMATS", "VIDEO_FORMATS", "DecodedMedia", "decode_media", "sniff_format"]
 
 log = logging.getLogger("jiwoom.media")
+AUDIO_RATE = 11025  # what Chromaprint works at: decoding straight to it spares it a second resampling
 
 IMAGE_FORMATS = ("jpeg", "png", "webp", "gif", "bmp")
 VIDEO_FORMATS = ("mp4", "mov", "webm", "mkv", "avi")
@@ -95,6 +96,8 @@ class DecodedMedia:
     duration_s: float  # 0.0 for stills
     width: int  # of the original media as displayed (orientation applied), before the working-size downscale
     height: int
+    # the first audio track as mono int16 at AUDIO_RATE, up to MediaLimits.max_audio_s; empty where there is none
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
 
 
 # --------------------------------------------------------------------------------------------- sniffing
@@ -560,7 +563,42 @@ def _decode_video(data: bytes, fmt: str, limits: MediaLimits, deadline: float, g
             duration_s=float(max(duration, reader.last_t)),
             width=width,
             height=height,
+            audio=_decode_audio(data, fmt, limits, deadline),
         )
+
+
+def _decode_audio(data: bytes, fmt: str, limits: MediaLimits, deadline: float) -> np.ndarray:
+    """The first audio track, mono int16 at AUDIO_RATE, cut at `max_audio_s`. A video whose sound is missing or
+    broken still decodes (its picture is the evidence), so this returns what decoded before an error; only the
+    deadline is an error (DecodeTimeout)."""
+    if limits.max_audio_s <= 0:
+        return np.zeros(0, np.int16)
+    remaining = max(0.001, deadline - time.monotonic())
+    limit = int(limits.max_audio_s * AUDIO_RATE)
+    chunks: list[np.ndarray] = []
+    got = 0
+    try:
+        with av.open(io.BytesIO(data), mode="r", format=_AV_DEMUXERS[fmt], timeout=(remaining, remaining)) as container:
+            audio = next(iter(container.streams.audio), None)
+            if audio is None or audio.codec_context is None:
+                return np.zeros(0, np.int16)
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
+            for packet in container.demux(audio):
+                _check_deadline(deadline, f"{fmt} audio")
+                for frame in packet.decode():
+                    for out in resampler.resample(frame):
+                        chunks.append(out.to_ndarray().reshape(-1))
+                        got += len(chunks[-1])
+                if got >= limit:
+                    break
+    except DecodeTimeout:
+        raise
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        _check_deadline(deadline, f"{fmt} audio")
+        log.info("%s audio track stops decoding after %.1f s: %s", fmt, got / AUDIO_RATE, _describe(exc))
+    if not chunks:
+        return np.zeros(0, np.int16)
+    return np.ascontiguousarray(np.concatenate(chunks)[:limit], dtype=np.int16)
 
 
 def _pick_video_stream(container: av.container.InputContainer) -> av.video.VideoStream | None:

@@ -43,3 +43,50 @@ def encode_video(
         for packet in stream.encode():
             out.mux(packet)
     return buf.getvalue()
+
+
+def synthetic_sound(seconds: float, seed: int, rate: int = 44100) -> np.ndarray:
+    """Mono float32 sound with the structure Chromaprint keys on: chords that change every quarter second, over
+    a little noise. Different seeds are different recordings."""
+    rng = np.random.default_rng(seed)
+    n, step = int(seconds * rate), int(0.25 * rate)
+    t = np.arange(n) / rate
+    out = rng.normal(0.0, 0.02, n)
+    for start in range(0, n, step):
+        end = min(n, start + step)
+        for freq in rng.uniform(110.0, 1760.0, 3):
+            out[start:end] += np.sin(2 * np.pi * freq * t[start:end]) * rng.uniform(0.1, 0.3)
+    return (out / np.abs(out).max() * 0.8).astype(np.float32)
+
+
+def encode_video_with_sound(frames: list[np.ndarray], fps: int, sound: np.ndarray, rate: int = 44100,
+                            audio_codec: str = "aac", audio_rate: int | None = None, bitrate: int = 96000) -> bytes:
+    """An MP4 (H.264) of `frames` with `sound` (mono float32 at `rate`) as its AAC track, resampled to
+    `audio_rate` (default: `rate`) and encoded at `bitrate`."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.height, video.width = frames[0].shape[:2]
+        video.pix_fmt = "yuv420p"
+        audio = out.add_stream(audio_codec, rate=audio_rate or rate)
+        audio.bit_rate = bitrate
+        audio.layout = "mono"
+        for rgb in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        resampler = av.AudioResampler(format=audio.format.name, layout="mono", rate=audio_rate or rate)
+        block = 4096
+        for start in range(0, len(sound), block):
+            frame = av.AudioFrame.from_ndarray(sound[None, start:start + block], format="flt", layout="mono")
+            frame.sample_rate = rate
+            for resampled in resampler.resample(frame):
+                for packet in audio.encode(resampled):
+                    out.mux(packet)
+        for resampled in resampler.resample(None):
+            for packet in audio.encode(resampled):
+                out.mux(packet)
+        for packet in audio.encode():
+            out.mux(packet)
+    return buf.getvalue()

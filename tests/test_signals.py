@@ -42,6 +42,7 @@ class ToySignal:
     proto_threshold_field = ""
     in_negative_bank = False
     verifiable = False
+    evidence = "face"
     prior_tail = Tail(intercept=-12.0, slope=0.0, start=0.0, lower_is_closer=False)  # P = 1e-12 at any score
 
     def model_id(self, models: ModelSettings) -> str:

@@ -17,6 +17,7 @@ from server.config import Settings
 from server.inference.features import (
     ALL_FAMILIES,
     FAMILY_OUTPUTS,
+    MEDIA_FAMILY_MODELS,
     MEDIA_OUTPUTS,
     MediaFeatures,
     assemble,
@@ -41,11 +42,19 @@ class Inference(ABC):
     def sample(self, data: bytes) -> dict[str, np.ndarray]:
         """Decode image or video bytes and sample its frames, once, for features asked in stages (the cascade):
         the frame sampler's tensors (`frames`, and MEDIA_OUTPUTS)."""
-        return self.infer("frame_sampler", {"media": np.array([data], dtype=np.object_)}, ["frames", *MEDIA_OUTPUTS])
+        return self.infer("frame_sampler", {"media": np.array([data], dtype=np.object_)},
+                          ["frames", "audio", *MEDIA_OUTPUTS])
 
     def sampled_features(self, sampled: dict[str, np.ndarray], families: frozenset[str]) -> MediaFeatures:
-        """Features of frames `sample` returned: what `media_features` computes, without decoding again."""
-        tensors = self.infer("frame_features", {"frames": sampled["frames"]}, outputs_for(families))
+        """Features of frames `sample` returned: what `media_features` computes, without decoding again (the
+        media families, audio, from the sampler's sound)."""
+        per_frame = frozenset(families) - set(MEDIA_FAMILY_MODELS)
+        tensors = self.infer("frame_features", {"frames": sampled["frames"]}, outputs_for(per_frame)) if per_frame \
+            else {}
+        for family in sorted(set(families) & set(MEDIA_FAMILY_MODELS)):
+            if "audio" in sampled:
+                tensors.update(self.infer(MEDIA_FAMILY_MODELS[family], {"audio": sampled["audio"]},
+                                          outputs_for({family})))
         tensors.update({name: sampled[name] for name in MEDIA_OUTPUTS})
         return assemble(tensors)
 
@@ -58,8 +67,10 @@ class Inference(ABC):
     def frame_features(
         self, frames: np.ndarray, timestamps: np.ndarray | None = None, families: frozenset[str] = ALL_FAMILIES
     ) -> MediaFeatures:
-        """Features of frames already decoded: uint8 [F, H, W, 3] RGB, all of one size."""
-        tensors = self.infer("frame_features", {"frames": frames}, outputs_for(families))
+        """Features of frames already decoded: uint8 [F, H, W, 3] RGB, all of one size (no sound: frames alone
+        carry none, so the media families are left out)."""
+        per_frame = frozenset(families) - set(MEDIA_FAMILY_MODELS)
+        tensors = self.infer("frame_features", {"frames": frames}, outputs_for(per_frame))
         tensors["frame_size"] = np.asarray(frames.shape[1:3], np.int32)
         if timestamps is None:
             timestamps = np.arange(len(frames), dtype=np.float32)

@@ -20,7 +20,10 @@ FAMILY_OUTPUTS: dict[str, tuple[str, ...]] = {
     "age": ("face_boxes", "face_frame", "age_mean", "age_std", "age_p_under19", "gender_p_female"),
     "ocr": ("ocr_text",),
     "local": ("local_keypoints", "local_descriptors", "local_frame", "local_mirrored"),
+    "audio": ("audio_codes",),
 }
+# Families of the whole media item, not of its frames: computed from the sampler's tensors, never from frames alone
+MEDIA_FAMILY_MODELS: dict[str, str] = {"audio": "audio_fingerprint"}
 ALL_FAMILIES = frozenset(FAMILY_OUTPUTS)
 # The FrameFeatures fields each family fills (`merged` copies them from a later stage's features)
 FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
@@ -32,6 +35,7 @@ FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
     "age": ("faces",),
     "ocr": ("ocr_text",),
     "local": ("local",),
+    "audio": (),
 }
 MEDIA_OUTPUTS = ("timestamps", "scene_cut", "frame_size", "duration_s")
 
@@ -98,6 +102,8 @@ class MediaFeatures:
     frame_size: tuple[int, int]  # working (height, width)
     duration_s: float
     frames: list[FrameFeatures]
+    # Chromaprint codes of the sound (uint32 [N], one per CODE_SECONDS); empty for images, silence, bare frames
+    audio_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
 
 
 def _rows(tensors: dict[str, np.ndarray], owner: str, frame: int) -> np.ndarray:
@@ -169,6 +175,7 @@ def assemble(tensors: dict[str, np.ndarray], timestamps: np.ndarray | None = Non
         frame_size=(int(size[0]), int(size[1])) if size is not None else (0, 0),
         duration_s=float(tensors["duration_s"][0]) if "duration_s" in tensors else 0.0,
         frames=frames,
+        audio_codes=np.asarray(tensors.get("audio_codes", np.zeros(0, np.int32)), np.int32).view(np.uint32),
     )
 
 
@@ -180,7 +187,8 @@ def merged(base: MediaFeatures, later: MediaFeatures, families: frozenset[str]) 
     names = {name for family in families for name in FAMILY_FIELDS[family]}
     frames = [replace(frame, **{name: getattr(extra, name) for name in names})
               for frame, extra in zip(base.frames, later.frames, strict=True)]
-    return replace(base, frames=frames)
+    audio = later.audio_codes if "audio" in families else base.audio_codes
+    return replace(base, frames=frames, audio_codes=audio)
 
 
 def with_regions(base: MediaFeatures, tensors: dict[str, np.ndarray]) -> MediaFeatures:

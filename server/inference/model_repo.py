@@ -21,6 +21,7 @@ DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repo"
 # Triton config type -> (numpy dtype, Triton wire datatype)
 DATA_TYPES: dict[str, tuple[type, str]] = {
     "TYPE_UINT8": (np.uint8, "UINT8"),
+    "TYPE_INT16": (np.int16, "INT16"),
     "TYPE_INT32": (np.int32, "INT32"),
     "TYPE_INT64": (np.int64, "INT64"),
     "TYPE_FP32": (np.float32, "FP32"),

@@ -32,6 +32,7 @@ MODEL_CLASSES: dict[str, str] = {
     "age_head": "server.models.age_head:AgeHeadModel",
     "ocr": "server.models.ocr:OcrModel",
     "local_features": "server.models.local_features:LocalFeaturesModel",
+    "audio_fingerprint": "server.models.audio_fingerprint:AudioFingerprintModel",
 }
 
 

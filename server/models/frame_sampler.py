@@ -22,4 +22,5 @@ class FrameSampler:
             "scene_cut": decoded.scene_cut,
             "frame_size": np.asarray(decoded.frames.shape[1:3], np.int32),  # working (height, width)
             "duration_s": np.asarray([decoded.duration_s], np.float32),
+            "audio": decoded.audio,
         }

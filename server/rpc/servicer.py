@@ -216,7 +216,8 @@ def confidence_message(match: TargetMatch) -> pb.Confidence | None:
     return pb.Confidence(
         p_false=r.p_false, expected_false_matches=r.expected_false or 0.0,
         verification=pb.VERIFICATION_VERIFIED if r.verification == "verified" else pb.VERIFICATION_NOT_NEEDED,
-        face_only=match.face_only, normalised_score=r.normalised if r.normalised is not None else 0.0)
+        face_only=match.face_only, audio_only=match.audio_only,
+        normalised_score=r.normalised if r.normalised is not None else 0.0)
 
 
 def outcome_message(outcome: MatchOutcome) -> pb.MatchResponse:

@@ -90,16 +90,22 @@ class TargetMatch:
     case_id: str = ""
     sighting_id: int = 0
     source: SourceRecord | None = None
-    face_only: bool = False  # its target matched on faces alone: weaker evidence than the picture itself
+    face_only: bool = False  # its target matched on faces (and maybe sound), not the picture: weaker evidence
+    audio_only: bool = False  # its target matched on its sound alone: weaker evidence than picture or face
 
 
-def with_face_only(matches: list[TargetMatch]) -> list[TargetMatch]:
-    """Mark the matches of targets that matched on no signal but faces (signals geometry cannot verify)."""
-    pictures: dict[tuple[int, int], bool] = {}
+def with_weak_evidence(matches: list[TargetMatch]) -> list[TargetMatch]:
+    """Mark the matches of targets that matched on no picture signal: on faces (face_only) or on their sound
+    alone (audio_only)."""
+    shown: dict[tuple[int, int], set[str]] = {}
     for m in matches:
-        target = (m.reference_id, m.sighting_id)
-        pictures[target] = pictures.get(target, False) or SIGNALS[m.result.signal].verifiable
-    return [replace(m, face_only=not pictures[(m.reference_id, m.sighting_id)]) for m in matches]
+        shown.setdefault((m.reference_id, m.sighting_id), set()).add(SIGNALS[m.result.signal].evidence)
+    marked = []
+    for m in matches:
+        kinds = shown[(m.reference_id, m.sighting_id)]
+        marked.append(replace(m, face_only="picture" not in kinds and "face" in kinds,
+                              audio_only=kinds == {"sound"}))
+    return marked
 
 
 @dataclass
@@ -306,7 +312,7 @@ class MatchingService:
                                 excluded.get(None, set()), by_case, self.cases.case_of_reference,
                                 self._assessor("references", features))
         results = self._one_picture_signal(results)
-        return with_face_only([TargetMatch(r, reference_id=r.owner, case_id=self.cases.case_of_reference(r.owner))
+        return with_weak_evidence([TargetMatch(r, reference_id=r.owner, case_id=self.cases.case_of_reference(r.owner))
                                for r in results if r.owner not in skip_owners and self.cases.is_reference(r.owner)])
 
     def _match_sightings(self, queries: dict[str, SignalVectors], features: MediaFeatures | None,
@@ -316,7 +322,7 @@ class MatchingService:
                                 self.match_settings, excluded, assess=self._assessor("sightings", features))
         results = self._one_picture_signal(results)
         sources = self.store.sighting_sources({r.owner for r in results}) if results else {}
-        return with_face_only([TargetMatch(r, sighting_id=r.owner, source=sources.get(r.owner)) for r in results
+        return with_weak_evidence([TargetMatch(r, sighting_id=r.owner, source=sources.get(r.owner)) for r in results
                                if r.owner in sources])
 
     def match(self, who: Principal, data: bytes | None = None, *, frames: list[tuple[bytes, float]] | None = None,
@@ -525,7 +531,7 @@ def _record(match: TargetMatch, *, found_by: str, reference_id: int = 0, sightin
     faces = [{"t": f.timestamp, "age": round(f.age_mean, 1), "age_std": round(f.age_std, 1),
               "p_under19": round(f.p_under19, 3), "under_19": f.under_19} for f in r.faces]
     confidence = {"p_false": r.p_false, "expected_false": r.expected_false, "verification": r.verification,
-                  "face_only": match.face_only}
+                  "face_only": match.face_only, "audio_only": match.audio_only}
     if found_by == "match":  # the query is the sighting, the target a reference
         return MatchRecord(match.reference_id, r.signal, r.score, r.threshold, r.target_segment, r.query_segment,
                            r.matched_frames, r.under_19, faces, "match", sighting_id=sighting_id,

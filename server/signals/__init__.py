@@ -83,6 +83,7 @@ class Signal(Protocol):
     proto_threshold_field: str  # its typed field in jiwoom.v1.Thresholds ("" if none: Thresholds.by_signal has it)
     in_negative_bank: bool  # a negative-bank entry keeps this signal's rows (its benign_rows)
     verifiable: bool  # geometry can confirm a hit (a copy of the picture); False for faces: another photo matches
+    evidence: str  # what a match on it shows: "picture", "face" or "sound" (the last two are weaker evidence)
     prior_tail: Tail | None  # its null tail where the calibration file has none (None: uncalibrated, never kept)
 
     def model_id(self, models: ModelSettings) -> str:
@@ -163,12 +164,13 @@ def signal_families(signals: Iterable[Signal]) -> frozenset[str]:
 
 
 def _register_built_ins() -> None:
+    from server.signals.audio import AudioSignal
     from server.signals.embedding import EmbeddingSignal
     from server.signals.face import FaceSignal
     from server.signals.pdq import PdqSignal
 
     for signal in (PdqSignal(), EmbeddingSignal.full(), EmbeddingSignal.fast(), FaceSignal.dlib(),
-                   FaceSignal.sface()):
+                   FaceSignal.sface(), AudioSignal()):
         register(signal)
 
 

@@ -32,6 +32,7 @@ class EmbeddingSignal(FloatVectorSignal):
     bounds = (0.3, 1.0)
     in_negative_bank = True
     verifiable = True
+    evidence = "picture"
 
     def __init__(self, name: str, proto_value: int, proto_threshold_field: str, threshold_setting: str,
                  embedder: Callable[[ModelSettings], EmbedderConfig], regions: Callable[[FrameFeatures], list[Region]],

@@ -44,6 +44,7 @@ class FaceSignal(FloatVectorSignal):
     k_setting = "face_k"
     in_negative_bank = False  # the bank holds pictures judged benign: a face in one says nothing elsewhere
     verifiable = False  # another photo of the same person is a match: there is no copy to align
+    evidence = "face"
 
     def __init__(self, name: str, family: str, proto_value: int, proto_threshold_field: str, threshold_setting: str,
                  lower_is_closer: bool, bounds: tuple[float, float], model: str,

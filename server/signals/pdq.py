@@ -36,6 +36,7 @@ class PdqSignal:
     proto_threshold_field = "pdq_max_distance"
     in_negative_bank = True
     verifiable = True
+    evidence = "picture"
     prior_tail = None
 
     def model_id(self, models: ModelSettings) -> str:

@@ -86,6 +86,7 @@ class MatchRecord:
     expected_false: float | None = None
     verification: str = ""
     face_only: bool = False
+    audio_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -293,13 +294,13 @@ class Store:
                 conn.execute(
                     "insert into matches (reference_id, sighting_id, other_reference_id, signal, score, threshold,"
                     " reference_start_s, reference_end_s, other_start_s, other_end_s, matched_frames, under_19,"
-                    " faces, found_by, p_false, expected_false, verification, face_only)"
-                    " select %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+                    " faces, found_by, p_false, expected_false, verification, face_only,"
+                    " audio_only) select %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
                     " where exists (select 1 from reference_media where id = %s)",
                     (m.reference_id, m.sighting_id, m.other_reference_id, m.signal, m.score, m.threshold,
                      *m.reference_segment, *m.other_segment, m.matched_frames, m.under_19, Jsonb(m.faces),
                      m.found_by, m.p_false, _finite(m.expected_false), m.verification, m.face_only,
-                     m.reference_id),
+                     m.audio_only, m.reference_id),
                 )
             audit(conn, who, action, target, {"matches": len(records)})
 

@@ -16,6 +16,7 @@ class Signal(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SIGNAL_PDQ: _ClassVar[Signal]
     SIGNAL_EMBEDDING: _ClassVar[Signal]
     SIGNAL_FACE: _ClassVar[Signal]
+    SIGNAL_AUDIO: _ClassVar[Signal]
 
 class TargetKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -32,6 +33,7 @@ SIGNAL_UNSPECIFIED: Signal
 SIGNAL_PDQ: Signal
 SIGNAL_EMBEDDING: Signal
 SIGNAL_FACE: Signal
+SIGNAL_AUDIO: Signal
 TARGET_UNSPECIFIED: TargetKind
 TARGET_REFERENCE: TargetKind
 TARGET_SIGHTING: TargetKind
@@ -208,18 +210,20 @@ class Match(_message.Message):
     def __init__(self, target: _Optional[_Union[TargetKind, str]] = ..., reference_id: _Optional[int] = ..., case_id: _Optional[str] = ..., sighting_id: _Optional[int] = ..., sighting_source: _Optional[_Union[Source, _Mapping]] = ..., signal: _Optional[_Union[Signal, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., query_segment: _Optional[_Union[Segment, _Mapping]] = ..., target_segment: _Optional[_Union[Segment, _Mapping]] = ..., matched_frames: _Optional[int] = ..., query_box: _Optional[_Union[Box, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[FaceAge, _Mapping]]] = ..., under_19: _Optional[bool] = ..., confidence: _Optional[_Union[Confidence, _Mapping]] = ..., signal_name: _Optional[str] = ...) -> None: ...
 
 class Confidence(_message.Message):
-    __slots__ = ("p_false", "expected_false_matches", "verification", "face_only", "normalised_score")
+    __slots__ = ("p_false", "expected_false_matches", "verification", "face_only", "normalised_score", "audio_only")
     P_FALSE_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_FALSE_MATCHES_FIELD_NUMBER: _ClassVar[int]
     VERIFICATION_FIELD_NUMBER: _ClassVar[int]
     FACE_ONLY_FIELD_NUMBER: _ClassVar[int]
     NORMALISED_SCORE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_ONLY_FIELD_NUMBER: _ClassVar[int]
     p_false: float
     expected_false_matches: float
     verification: Verification
     face_only: bool
     normalised_score: float
-    def __init__(self, p_false: _Optional[float] = ..., expected_false_matches: _Optional[float] = ..., verification: _Optional[_Union[Verification, str]] = ..., face_only: _Optional[bool] = ..., normalised_score: _Optional[float] = ...) -> None: ...
+    audio_only: bool
+    def __init__(self, p_false: _Optional[float] = ..., expected_false_matches: _Optional[float] = ..., verification: _Optional[_Union[Verification, str]] = ..., face_only: _Optional[bool] = ..., normalised_score: _Optional[float] = ..., audio_only: _Optional[bool] = ...) -> None: ...
 
 class MatchRequest(_message.Message):
     __slots__ = ("media", "source", "include_sightings")
