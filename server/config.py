@@ -78,7 +78,7 @@ class MatchSettings:
     # The signals new references, sightings and negative-bank entries get (comma-separated names of
     # server.signals.SIGNALS). A query is searched with these and with every signal stored references still hold
     # (`server.service.versions`), so changing them never leaves a stored reference unmatchable.
-    signals: str = "pdq,embedding,embedding_fast,face_sface"
+    signals: str = "pdq,embedding,embedding_fast,face_sface,audio"
     # The cascade (server.matching.cascade): a query's `screened_signal` is computed only where the
     # `screen_signal` (at `screen_min_similarity`, below its own threshold) or PDQ finds a candidate. "" turns it off.
     screen_signal: str = "embedding_fast"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 from PIL import Image, ImageDraw
 
@@ -23,7 +24,6 @@ from tests.conftest import fresh_database
 from tests.media_samples import encode_video_with_sound, synthetic_sound
 
 RATE = 44100
-SIGNALS_WITH_AUDIO = f"{MatchSettings().signals},audio"
 
 
 def pictures(seconds: int, seed: int) -> list[np.ndarray]:
@@ -102,16 +102,17 @@ def test_the_audio_index_forgets_and_survives_a_snapshot(inference: Inference, t
 @dataclass
 class Served:
     client: MatcherClient
+    database_url: str
 
 
 @pytest.fixture(scope="module")
 def served(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     settings = Settings(service=ServiceSettings(listen="127.0.0.1:0", data_dir=str(tmp_path_factory.mktemp("audio")),
                                                 max_workers=2),
-                        match=MatchSettings(signals=SIGNALS_WITH_AUDIO))
+                        match=MatchSettings())  # audio is a default signal
     with fresh_database(postgres_server) as url, running_service(settings, url) as running:
         channel = open_channel(f"127.0.0.1:{running.port}")
-        yield Served(MatcherClient(channel, running.store.create_token("audio-admin", "admin")))
+        yield Served(MatcherClient(channel, running.store.create_token("audio-admin", "admin")), url)
         channel.close()
 
 
@@ -122,7 +123,8 @@ def test_a_copy_with_its_picture_replaced_matches_on_its_sound_with_its_segment(
 
     # 20 s of the reference's sound from 5 s on, resampled and quieter, over a black picture
     copy = video(black(20), sound[5 * RATE:25 * RATE] * 0.5, audio_rate=22050, bitrate=48000)
-    found = audio_matches(client.match(copy), reference_id)
+    source = pb.Source(url="https://tube.example/v/1.mp4", site="tube.example")
+    found = audio_matches(client.match(copy, source=source), reference_id)
     assert found, "the copy's sound did not match"
     match = found[0]
     assert match.signal == pb.SIGNAL_AUDIO and match.confidence.audio_only and not match.confidence.face_only
@@ -130,6 +132,10 @@ def test_a_copy_with_its_picture_replaced_matches_on_its_sound_with_its_segment(
     assert match.target_segment.end_s == pytest.approx(25.0, abs=2.0)
     assert match.query_segment.start_s == pytest.approx(0.0, abs=2.0)
     assert match.query_segment.end_s == pytest.approx(20.0, abs=2.0)
+    with psycopg.connect(served.database_url) as conn:  # stored as weaker evidence, for the console and reports
+        stored = conn.execute("select audio_only, face_only from matches where reference_id = %s and signal = 'audio'",
+                              (reference_id,)).fetchall()
+    assert stored and all(audio_only and not face_only for audio_only, face_only in stored)
 
     # the same picture with its own sound is found by the picture, and not labelled weak
     same = client.match(video(pictures(30, 21), sound))
@@ -146,9 +152,10 @@ def test_a_jingle_shared_by_many_unrelated_videos_makes_no_match(served: Served)
     jingle = synthetic_sound(4, seed=40)
     reference = video(pictures(30, 41), np.concatenate([jingle, synthetic_sound(26, seed=41)]))
     reference_id = client.register_reference("jingle-case", reference).reference_id
-    for seed in range(50, 56):  # six unrelated videos of one site, each opening with its jingle
+    for seed in range(50, 56):  # six unrelated videos of one site, each opening with its jingle, crawled in turn
         sighting = video(pictures(20, seed), np.concatenate([jingle, synthetic_sound(16, seed=seed)]))
-        response = client.match(sighting)
+        source = pb.Source(url=f"https://tube.example/v/{seed}.mp4", site="tube.example")
+        response = client.match(sighting, source=source, include_sightings=True)  # stored, and each one searched
         assert not audio_matches(response), f"the jingle made a match ({seed})"
     # the reference's own sound, jingle and all, still matches it
     assert audio_matches(client.match(video(black(30), np.concatenate([jingle, synthetic_sound(26, seed=41)]))),
@@ -158,3 +165,4 @@ def test_a_jingle_shared_by_many_unrelated_videos_makes_no_match(served: Served)
 def test_audio_is_registered_as_a_signal_of_its_own() -> None:
     audio = SIGNALS["audio"]
     assert audio.evidence == "sound" and not audio.verifiable and audio.proto_value == pb.SIGNAL_AUDIO
+    assert "audio" in MatchSettings().signals.split(",")

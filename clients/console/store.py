@@ -47,6 +47,7 @@ class MatchView(TypedDict):
     p_false: float | None  # None: not calibrated
     verification: str
     face_only: bool
+    audio_only: bool
 
 
 class ItemNotice(TypedDict):
@@ -93,7 +94,7 @@ class ItemView:
 
 _MATCH_KEYS = ("signal", "score", "threshold", "reference_id", "reference_start_s", "reference_end_s",
                "sighting_start_s", "sighting_end_s", "matched_frames", "under_19", "faces", "found_by", "p_false",
-               "verification", "face_only")
+               "verification", "face_only", "audio_only")
 
 
 def _attach(conn: Connection, items: list[ItemView]) -> list[ItemView]:
@@ -104,9 +105,10 @@ def _attach(conn: Connection, items: list[ItemView]) -> list[ItemView]:
     for row in conn.execute(
             "select e.id, m.signal, m.score, m.threshold, m.reference_id, m.reference_start_s, m.reference_end_s,"
             " m.other_start_s, m.other_end_s, m.matched_frames, m.under_19, m.faces, m.found_by, m.p_false,"
-            " m.verification, m.face_only from evidence_items e"
+            " m.verification, m.face_only, m.audio_only from evidence_items e"
             " join matches m on m.sighting_id = e.sighting_id and m.reference_id = e.reference_id"
-            " where e.id = any(%s) order by e.id, m.face_only, m.p_false nulls last, m.id", (list(by_id),)):
+            " where e.id = any(%s) order by e.id, m.face_only, m.audio_only, m.p_false nulls last, m.id",
+            (list(by_id),)):
         by_id[row[0]].matches.append(cast(MatchView, dict(zip(_MATCH_KEYS, row[1:], strict=True))))
     for item_id, notice_id, reference, state in conn.execute(
             "select ni.item_id, n.id, n.reference, n.state from notice_items ni join notices n on n.id = ni.notice_id"
@@ -117,14 +119,14 @@ def _attach(conn: Connection, items: list[ItemView]) -> list[ItemView]:
 
 # -- the review queue ----------------------------------------------------------------------------------------------
 
-# An item's confidence: its best match's calibrated p_false; an item whose matches are all face-only comes after
-# every item matched on the picture itself (a face is weaker evidence), and uncalibrated matches come last.
-_CONFIDENCE = ("left join lateral (select min(m.p_false) as p_false, bool_and(m.face_only) as face_only"
+# An item's confidence: its best match's calibrated p_false; an item whose matches are all face-only or sound-only
+# comes after every item matched on the picture itself (weaker evidence), and uncalibrated matches come last.
+_CONFIDENCE = ("left join lateral (select min(m.p_false) as p_false, bool_and(m.face_only or m.audio_only) as weak"
                " from matches m where m.sighting_id = e.sighting_id and m.reference_id = e.reference_id) c on true")
 _ORDER_BY = {
-    "urgency": "e.priority desc, (e.review_state = 'escalated') desc, coalesce(c.face_only, false),"
+    "urgency": "e.priority desc, (e.review_state = 'escalated') desc, coalesce(c.weak, false),"
                " c.p_false nulls last, e.id",
-    "confidence": "coalesce(c.face_only, false), c.p_false nulls last, e.priority desc, e.id",
+    "confidence": "coalesce(c.weak, false), c.p_false nulls last, e.priority desc, e.id",
     "oldest": "e.id",
 }
 QUEUE_ORDERS: tuple[str, ...] = tuple(_ORDER_BY)  # the orders `queue_page` takes, the default first

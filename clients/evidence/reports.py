@@ -43,7 +43,7 @@ class ArtefactHash:
 
 @dataclass(frozen=True)
 class MatchExplanation:
-    signal: str  # "pdq", "embedding" or "face"
+    signal: str  # a signal's name: "pdq", "embedding", "face_sface", "audio", ...
     score: float
     threshold: float
     reference_id: int
@@ -55,6 +55,7 @@ class MatchExplanation:
     p_false: float | None = None  # calibrated chance the match is false (server.calibration); None: unknown
     verified: bool = False  # local features agreed under one affine map (server.matching.verify)
     face_only: bool = False  # the reference matched on faces alone
+    audio_only: bool = False  # the reference matched on its sound alone
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,8 @@ _LABELS: dict[str, tuple[str, str]] = {
                        "Local features agree under one geometric transform."),
     "match_face_only": ("얼굴만 일치: 같은 사람의 다른 사진일 수 있는 약한 증거.",
                         "Face only: weaker evidence (it may be another picture of the same person)."),
+    "match_audio_only": ("소리만 일치: 화면이 다른 영상일 수 있는 약한 증거.",
+                         "Sound only: weaker evidence (the picture may be another video's)."),
     "match_segments": ("일치 위치: {reference}, {sighting}. 일치 프레임 {frames}개.",
                        "Where: {reference}, {sighting}; {frames} matched frames."),
     "reference_video": ("참조 영상 {segment}", "{segment} in the reference video"),
@@ -224,6 +227,7 @@ _SIGNALS: dict[str, tuple[str, str, tuple[str, str], bool]] = {
                        ("코사인 유사도", "cosine similarity"), False),
     "face": ("얼굴 유사도", "face similarity", ("얼굴 특징 거리", "face descriptor distance"), True),
     "face_sface": ("얼굴 유사도 (SFace)", "face similarity (SFace)", ("코사인 유사도", "cosine similarity"), False),
+    "audio": ("소리 지문 (Chromaprint)", "sound fingerprint (Chromaprint)", ("비트 일치도", "bit agreement"), False),
 }
 
 # Rows whose values are identifiers (URLs, hashes): set in the small monospace style and wrapped anywhere.
@@ -329,6 +333,7 @@ def _match_blocks(n: int, match: MatchExplanation, lang: str) -> list[_Block]:
                                                                          p=odds(match.p_false)),
         *([_t("match_verified", lang)] if match.verified else []),
         *([_t("match_face_only", lang)] if match.face_only else []),
+        *([_t("match_audio_only", lang)] if match.audio_only else []),
         _t(
             "match_segments",
             lang,

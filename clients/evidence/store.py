@@ -135,19 +135,20 @@ class MatchRecord(TypedDict):
     p_false: float | None  # None: not calibrated
     verification: str
     face_only: bool
+    audio_only: bool
 
 
 _MATCH_RECORD_KEYS = ("signal", "score", "threshold", "reference_id", "case_id", "reference_start_s",
                       "reference_end_s", "sighting_start_s", "sighting_end_s", "matched_frames", "faces", "p_false",
-                      "verification", "face_only")
+                      "verification", "face_only", "audio_only")
 
 
 def item_matches(conn: Connection, sighting_id: int, reference_id: int) -> list[MatchRecord]:
     """The matches of a sighting with a reference, in the order the service stored them."""
     rows = conn.execute(
         "select m.signal, m.score, m.threshold, m.reference_id, r.case_id, m.reference_start_s, m.reference_end_s,"
-        " m.other_start_s, m.other_end_s, m.matched_frames, m.faces, m.p_false, m.verification, m.face_only"
-        " from matches m join reference_media r on r.id = m.reference_id"
+        " m.other_start_s, m.other_end_s, m.matched_frames, m.faces, m.p_false, m.verification, m.face_only,"
+        " m.audio_only from matches m join reference_media r on r.id = m.reference_id"
         " where m.sighting_id = %s and m.reference_id = %s order by m.id", (sighting_id, reference_id)).fetchall()
     return [cast(MatchRecord, dict(zip(_MATCH_RECORD_KEYS, row, strict=True))) for row in rows]
 

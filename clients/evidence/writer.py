@@ -248,7 +248,8 @@ def report_items(conn: Connection, vault: Vault, item_ids: list[int]) -> list[Re
             case_id=m["case_id"], reference_segment=(m["reference_start_s"], m["reference_end_s"]),
             sighting_segment=(m["sighting_start_s"], m["sighting_end_s"]), matched_frames=m["matched_frames"],
             faces=m["faces"], p_false=m.get("p_false"), verified=m.get("verification") == "verified",
-            face_only=bool(m.get("face_only"))) for m in meta.get("matches", [])]
+            face_only=bool(m.get("face_only")), audio_only=bool(m.get("audio_only")))
+            for m in meta.get("matches", [])]
         posted = meta.get("posted_at")
         items.append(ReportItem(
             item_id=item_id, reason=logged.reason, case_id=logged.case_id, site=logged.site,
