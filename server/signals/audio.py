@@ -32,7 +32,7 @@ WHOLE_FRAME = (0.0, 0.0, 1.0, 1.0)
 AUDIO_PRIOR = Tail(intercept=4.0, slope=-16.0, start=0.3, lower_is_closer=False)
 
 
-class AudioSignal(FloatVectorSignal):
+class AudioSignal(FloatVectorSignal):  # its threshold rules and queries are the float signals'; search its own
     name = family = "audio"
     dim = 1
     binary = True

@@ -1,0 +1,67 @@
+"""A case's identifiers found in obfuscated text by their keyed digests alone (jiwoom/shared/identifiers.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from jiwoom.shared.identifiers import IdentifierKey, candidates, compose_jamo, normal_form
+
+KEY = IdentifierKey(bytes(range(32)))
+
+
+@pytest.fixture()
+def recorded() -> dict[bytes, str]:
+    identifiers = [("name", "김지영"), ("name", "Kim Ji-young"), ("phone", "010-1234-5678"),
+                   ("handle", "@jiyoung_k"), ("email", "JiYoung.K@example.com"), ("place", "서울한빛고등학교")]
+    return {KEY.record(kind, value): kind for kind, value in identifiers}
+
+
+@pytest.mark.parametrize(("text", "kinds"), [
+    ("김지영 영상 유출", {"name"}),
+    ("김 지 영 풀버전", {"name"}),  # spaced
+    ("ㄱㅣㅁ지영 누군지 앎", {"name"}),  # jamo typed apart
+    ("ㄱ ㅣ ㅁ ㅈ ㅣ ㅇ ㅕ ㅇ", {"name"}),
+    ("kim ji young leaked", {"name"}),
+    ("연락 공일공-1234-5678", {"phone"}),  # digits in Hangul
+    ("010 1234 5678 로 연락", {"phone"}),
+    ("공일공 일이삼사 오육칠팔", {"phone"}),
+    ("+82 10-1234-5678", {"phone"}),
+    ("０１０－１２３４－５６７８", {"phone"}),  # full-width
+    ("인스타 @jiyoung_k 에서 퍼옴", {"handle"}),
+    ("메일 jiyoung.k@example.com", {"email"}),
+    ("서울 한빛 고등학교 2학년 김.지.영", {"place", "name"}),
+])
+def test_obfuscated_forms_of_a_cases_identifiers_are_found(recorded: dict[bytes, str], text: str,
+                                                           kinds: set[str]) -> None:
+    assert KEY.check(text, recorded) == kinds
+
+
+@pytest.mark.parametrize("text", [
+    "김지연 영상",  # another person's name
+    "이지영 010-9999-8888",
+    "kim jiyeon",
+    "@jiyoung_kk",
+    "010-1234-5679",
+    "지영이 김밥 먹음",  # the syllables, not in that order
+])
+def test_other_peoples_identifiers_are_not(recorded: dict[bytes, str], text: str) -> None:
+    assert KEY.check(text, recorded) == set()
+
+
+def test_digests_depend_on_the_key_and_hold_no_clear_text() -> None:
+    digest = KEY.record("phone", "010-1234-5678")
+    assert digest != IdentifierKey(bytes(32)).record("phone", "010-1234-5678")
+    assert b"1234" not in digest and len(digest) == 32
+    with pytest.raises(ValueError, match="32 bytes"):
+        IdentifierKey(b"short")
+    with pytest.raises(ValueError, match="nothing"):
+        KEY.record("phone", "not a number")
+    with pytest.raises(ValueError, match="unknown identifier kind"):
+        normal_form("address", "x")
+
+
+def test_jamo_compose_and_the_candidates_stay_bounded() -> None:
+    assert compose_jamo("ㅎㅏㄴㄱㅡㄹ") == "한글"
+    assert compose_jamo("ㅋㅋㅋ") == "ㅋㅋㅋ"  # consonants alone stay as they are
+    long_text = "가" * 200_000
+    assert sum(1 for _ in candidates(long_text)) < 1_200_000  # cut at MAX_TEXT characters
