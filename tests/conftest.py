@@ -70,6 +70,31 @@ def fresh_database(postgres_server: str) -> Iterator[str]:
             admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
+@dataclass
+class Served:
+    """A real service on loopback over a fresh database, and an admin's client of it."""
+
+    client: Any  # jiwoom.api.client.MatcherClient
+    database_url: str
+
+
+@contextmanager
+def serving(postgres_server: str, data_dir: Path, match: Any = None) -> Iterator[Served]:
+    """`Served` with `match` (MatchSettings; the defaults if None), two media workers."""
+    from jiwoom.api.client import MatcherClient, open_channel
+    from server.app import running_service
+    from server.config import MatchSettings, ServiceSettings
+
+    settings = Settings(service=ServiceSettings(listen="127.0.0.1:0", data_dir=str(data_dir), max_workers=2),
+                        match=match or MatchSettings())
+    with fresh_database(postgres_server) as url, running_service(settings, url) as running:
+        channel = open_channel(f"127.0.0.1:{running.port}")
+        try:
+            yield Served(MatcherClient(channel, running.store.create_token("test-admin", "admin")), url)
+        finally:
+            channel.close()
+
+
 @pytest.fixture
 def database_url(postgres_server: str) -> Iterator[str]:
     with fresh_database(postgres_server) as url:

@@ -5,7 +5,6 @@ libchromaprint, the real service over gRPC and PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +12,12 @@ import psycopg
 import pytest
 from PIL import Image, ImageDraw
 
-from jiwoom.api.client import MatcherClient, open_channel
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
-from server.app import running_service
-from server.config import MatchSettings, ServiceSettings, Settings
+from server.config import MatchSettings
 from server.index.audio import AudioIndex
 from server.inference import Inference
 from server.signals import SIGNALS
-from tests.conftest import fresh_database
+from tests.conftest import Served, serving
 from tests.media_samples import encode_video_with_sound, synthetic_sound
 
 RATE = 44100
@@ -99,21 +96,10 @@ def test_the_audio_index_forgets_and_survives_a_snapshot(inference: Inference, t
         AudioIndex.load(tmp_path / "bad.idx")
 
 
-@dataclass
-class Served:
-    client: MatcherClient
-    database_url: str
-
-
 @pytest.fixture(scope="module")
 def served(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    settings = Settings(service=ServiceSettings(listen="127.0.0.1:0", data_dir=str(tmp_path_factory.mktemp("audio")),
-                                                max_workers=2),
-                        match=MatchSettings())  # audio is a default signal
-    with fresh_database(postgres_server) as url, running_service(settings, url) as running:
-        channel = open_channel(f"127.0.0.1:{running.port}")
-        yield Served(MatcherClient(channel, running.store.create_token("audio-admin", "admin")), url)
-        channel.close()
+    with serving(postgres_server, tmp_path_factory.mktemp("audio")) as running:  # audio is a default signal
+        yield running
 
 
 def test_a_copy_with_its_picture_replaced_matches_on_its_sound_with_its_segment(served: Served) -> None:

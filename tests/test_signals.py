@@ -5,7 +5,6 @@ name in MatchSettings.signals."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -14,17 +13,15 @@ import psycopg
 import pytest
 
 from bench import transforms
-from jiwoom.api.client import MatcherClient, open_channel
 from jiwoom.api.errors import InvalidInput
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
-from server.app import running_service
 from server.calibration import Tail
-from server.config import IndexSettings, MatchSettings, ModelSettings, ServiceSettings, Settings
+from server.config import IndexSettings, MatchSettings, ModelSettings
 from server.index import VectorSearch, vector_index
 from server.inference.features import MediaFeatures
 from server.signals import SIGNALS, Hits, SignalVectors, register, unregister
 from server.signals.float_vectors import knn_hits
-from tests.conftest import ASTRONAUT, fresh_database
+from tests.conftest import ASTRONAUT, Served, serving
 
 TOY_DIM = 16
 
@@ -83,24 +80,13 @@ class ToySignal:
         return 1.0
 
 
-@dataclass
-class ToyServed:
-    client: MatcherClient
-    database_url: str
-
-
 @pytest.fixture(scope="module")
-def toy_served(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToyServed]:
+def toy_served(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     register(ToySignal())
     try:
-        settings = Settings(service=ServiceSettings(listen="127.0.0.1:0",
-                                                    data_dir=str(tmp_path_factory.mktemp("toy")), max_workers=2),
-                            match=MatchSettings(signals="pdq,embedding,face,toy"))
-        with fresh_database(postgres_server) as url, running_service(settings, url) as running:
-            token = running.store.create_token("toy-admin", "admin")
-            channel = open_channel(f"127.0.0.1:{running.port}")
-            yield ToyServed(MatcherClient(channel, token), url)
-            channel.close()
+        with serving(postgres_server, tmp_path_factory.mktemp("toy"),
+                     MatchSettings(signals="pdq,embedding,face,toy")) as running:
+            yield running
     finally:
         unregister("toy")
 
@@ -114,7 +100,7 @@ def test_the_registry_refuses_a_second_signal_of_the_same_name() -> None:
         register(SIGNALS["pdq"])
 
 
-def test_a_registered_toy_signal_is_matched_thresholded_per_case_and_forgotten(toy_served: ToyServed,
+def test_a_registered_toy_signal_is_matched_thresholded_per_case_and_forgotten(toy_served: Served,
                                                                                 corpus: Path) -> None:
     client = toy_served.client
     reference = (corpus / "images" / ASTRONAUT).read_bytes()

@@ -26,12 +26,16 @@ _JONGSEONG = ["", "ㄱ", "ㄲ", "ㄳ", "ㄴ", "ㄵ", "ㄶ", "ㄷ", "ㄹ", "ㄺ",
               "ㅄ", "ㅅ", "ㅆ", "ㅇ", "ㅈ", "ㅊ", "ㅋ", "ㅌ", "ㅍ", "ㅎ"]
 _HANGUL_DIGITS = {"공": "0", "영": "0", "빵": "0", "일": "1", "이": "2", "삼": "3", "사": "4", "오": "5", "육": "6",
                   "륙": "6", "칠": "7", "팔": "8", "구": "9"}
+# what uploaders put between the letters of a name
 _SEPARATORS = re.compile(r"[\s.\-_·~,/|()\[\]*+'\"]+")
+_BETWEEN_JAMO = re.compile(r"(?<=[ㄱ-ㅣ])[\s.\-_·]+(?=[ㄱ-ㅣ])")
+# a phone number: 10 to 12 digits, some in Hangul, with separators between
 _DIGIT = "0-9" + "".join(_HANGUL_DIGITS)
 _PHONE_RUN = re.compile(f"[{_DIGIT}][{_DIGIT}\\s.\\-)(]{{8,24}}[{_DIGIT}]")
-_BETWEEN_JAMO = re.compile(r"(?<=[ㄱ-ㅣ])[\s.\-_·]+(?=[ㄱ-ㅣ])")
+# where names and places may be: runs of syllables, and Latin words for romanised ones
 _HANGUL_RUN = re.compile(r"[가-힣]+")
 _LATIN_TOKEN = re.compile(r"[a-z]+")
+# handles and emails as written, lower-cased
 _HANDLE = re.compile(r"@([a-z0-9_.]{2,30})")
 _EMAIL = re.compile(r"[a-z0-9_.+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 MAX_TEXT = 100_000  # characters checked of one text: titles, bodies and OCR text beyond this are cut
