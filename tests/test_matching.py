@@ -99,7 +99,7 @@ def test_loosest_threshold_is_the_search_radius() -> None:
     radius = base.loosest([base.with_overrides({"pdq": 40, "embedding": 0.5}), base.with_overrides({"face": 0.3})])
     assert radius == {"pdq": 40.0, "embedding": 0.5, "face": SETTINGS.face_max_distance,
                       "embedding_fast": SETTINGS.fast_embedding_min_similarity,
-                      "face_sface": SETTINGS.sface_min_similarity}
+                      "face_sface": SETTINGS.sface_min_similarity, "audio": SETTINGS.audio_min_similarity}
 
 
 def face(p: float, age: float) -> Face:
