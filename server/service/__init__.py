@@ -313,7 +313,7 @@ class MatchingService:
                                 self._assessor("references", features))
         results = self._one_picture_signal(results)
         return with_weak_evidence([TargetMatch(r, reference_id=r.owner, case_id=self.cases.case_of_reference(r.owner))
-                               for r in results if r.owner not in skip_owners and self.cases.is_reference(r.owner)])
+                                   for r in results if r.owner not in skip_owners and self.cases.is_reference(r.owner)])
 
     def _match_sightings(self, queries: dict[str, SignalVectors], features: MediaFeatures | None,
                          thresholds: Thresholds, excluded: set[int] = frozenset()) -> list[TargetMatch]:
@@ -322,8 +322,8 @@ class MatchingService:
                                 self.match_settings, excluded, assess=self._assessor("sightings", features))
         results = self._one_picture_signal(results)
         sources = self.store.sighting_sources({r.owner for r in results}) if results else {}
-        return with_weak_evidence([TargetMatch(r, sighting_id=r.owner, source=sources.get(r.owner)) for r in results
-                               if r.owner in sources])
+        return with_weak_evidence([TargetMatch(r, sighting_id=r.owner, source=sources.get(r.owner))
+                                   for r in results if r.owner in sources])
 
     def match(self, who: Principal, data: bytes | None = None, *, frames: list[tuple[bytes, float]] | None = None,
               source: SourceRecord | None = None, include_sightings: bool = False,
