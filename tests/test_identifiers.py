@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jiwoom.shared.identifiers import IdentifierKey, candidates, compose_jamo, normal_form
+from jiwoom.shared.identifiers import IdentifierKey, candidates, compose_jamo, generic_found, normal_form, redacted
 
 KEY = IdentifierKey(bytes(range(32)))
 
@@ -65,3 +65,30 @@ def test_jamo_compose_and_the_candidates_stay_bounded() -> None:
     assert compose_jamo("ㅋㅋㅋ") == "ㅋㅋㅋ"  # consonants alone stay as they are
     long_text = "가" * 200_000
     assert sum(1 for _ in candidates(long_text)) < 1_200_000  # cut at MAX_TEXT characters
+
+
+def test_found_spans_point_at_the_text_as_written(recorded: dict[bytes, str]) -> None:
+    text = "제목: ㄱㅣㅁ지영 연락 공일공-1234-5678 !"
+    found = KEY.find(text, recorded)
+    assert sorted(text[start:end] for _, (start, end) in found) == ["ㄱㅣㅁ지영", "공일공-1234-5678"]
+    assert redacted(text, found) == "제목: [name] 연락 [phone] !"
+
+
+@pytest.mark.parametrize(("text", "kinds"), [
+    ("연락처 010.9876.5432", {"phone"}),
+    ("주민번호 900101-2345678", {"rrn"}),
+    ("메일 someone@example.org", {"email"}),
+    ("카톡 아이디: hello_12", {"messenger"}),
+    ("오픈채팅 open.kakao.com/o/abcDEF1", {"messenger"}),
+    ("텔레 @tgname99", {"messenger"}),
+])
+def test_generic_patterns_on_suspected_posts(text: str, kinds: set[str]) -> None:
+    found = generic_found(text)
+    assert {kind for kind, _ in found} == kinds
+    for kind, (start, end) in found:
+        assert f"[{kind}]" in redacted(text, found) and text[start:end] not in redacted(text, found)
+
+
+@pytest.mark.parametrize("text", ["2024년 12월 3일 업로드", "조회수 1,234,567", "주문번호 991399-1234567"])
+def test_dates_counts_and_invalid_numbers_are_not_generic_hits(text: str) -> None:
+    assert generic_found(text) == []

@@ -16,7 +16,9 @@ import hashlib
 import hmac
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
 
 KINDS = ("name", "phone", "handle", "email", "place")
 
@@ -38,33 +40,78 @@ _LATIN_TOKEN = re.compile(r"[a-z]+")
 # handles and emails as written, lower-cased
 _HANDLE = re.compile(r"@([a-z0-9_.]{2,30})")
 _EMAIL = re.compile(r"[a-z0-9_.+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+T = TypeVar("T")
 MAX_TEXT = 100_000  # characters checked of one text: titles, bodies and OCR text beyond this are cut
+
+
+@dataclass(frozen=True)
+class Located:
+    """Text normalised for matching, with where each of its characters came from in the text as written."""
+
+    text: str
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+
+    def span(self, first: int, last: int) -> tuple[int, int]:
+        """The written text's span of normalised characters first..last (inclusive)."""
+        return self.starts[first], self.ends[last]
+
+    def without(self, pattern: re.Pattern[str]) -> Located:
+        """The same with every match of `pattern` removed (positions kept for what is left)."""
+        keep = [True] * len(self.text)
+        for m in pattern.finditer(self.text):
+            keep[m.start():m.end()] = [False] * (m.end() - m.start())
+        chosen = [i for i, k in enumerate(keep) if k]
+        return Located("".join(self.text[i] for i in chosen), tuple(self.starts[i] for i in chosen),
+                       tuple(self.ends[i] for i in chosen))
+
+
+def _composed(text: str) -> list[tuple[str, int, int]]:
+    """Compatibility jamo typed apart recombined into syllables, each with its span in `text`."""
+    dropped = [False] * len(text)
+    for m in _BETWEEN_JAMO.finditer(text):
+        dropped[m.start():m.end()] = [True] * (m.end() - m.start())
+    chars = [(c, i) for i, c in enumerate(text) if not dropped[i]]
+    out: list[tuple[str, int, int]] = []
+    i = 0
+    while i < len(chars):
+        lead, vowel = chars[i][0], chars[i + 1][0] if i + 1 < len(chars) else ""
+        if lead in _CHOSEONG and vowel and vowel in _JUNGSEONG:
+            tail = chars[i + 2][0] if i + 2 < len(chars) else ""
+            after = chars[i + 3][0] if i + 3 < len(chars) else ""
+            final = tail if tail in _JONGSEONG[1:] and not (after and after in _JUNGSEONG) else ""
+            used = 3 if final else 2
+            out.append((chr(0xAC00 + (_CHOSEONG.index(lead) * 21 + _JUNGSEONG.index(vowel)) * 28
+                            + _JONGSEONG.index(final)), chars[i][1], chars[i + used - 1][1] + 1))
+            i += used
+        else:
+            out.append((chars[i][0], chars[i][1], chars[i][1] + 1))
+            i += 1
+    return out
 
 
 def compose_jamo(text: str) -> str:
     """Recombine compatibility jamo typed apart into syllables: "ㄱㅣㅁ지영" and "ㄱ ㅣ ㅁ" → "김지영", "김"."""
-    text = _BETWEEN_JAMO.sub("", text)
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        lead, vowel = text[i], text[i + 1] if i + 1 < len(text) else ""
-        if lead and lead in _CHOSEONG and vowel and vowel in _JUNGSEONG:
-            tail = text[i + 2] if i + 2 < len(text) else ""
-            after = text[i + 3] if i + 3 < len(text) else ""
-            final = tail if tail in _JONGSEONG[1:] and not (after and after in _JUNGSEONG) else ""
-            out.append(chr(0xAC00 + (_CHOSEONG.index(lead) * 21 + _JUNGSEONG.index(vowel)) * 28
-                           + _JONGSEONG.index(final)))
-            i += 3 if final else 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
+    return "".join(c for c, _, _ in _composed(text))
+
+
+def located(text: str) -> Located:
+    """`normalised_text` of `text`, with each character's origin. Jamo go first: NFKC would turn a lone
+    consonant into a leading one that never closes the syllable before it."""
+    chars: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for c, start, end in _composed(text[:MAX_TEXT]):
+        for normal in unicodedata.normalize("NFKC", c).lower():  # per character, so positions stay known
+            chars.append(normal)
+            starts.append(start)
+            ends.append(end)
+    return Located("".join(chars), tuple(starts), tuple(ends))
 
 
 def normalised_text(text: str) -> str:
-    """Jamo recombined, then NFKC (full-width digits and letters, composed Hangul) and lower case. Jamo go first:
-    NFKC would turn a lone consonant into a leading one that never closes the syllable before it."""
-    return unicodedata.normalize("NFKC", compose_jamo(text[:MAX_TEXT])).lower()
+    """Jamo recombined, then NFKC (full-width digits and letters, composed Hangul) and lower case."""
+    return located(text).text
 
 
 def normal_form(kind: str, value: str) -> str:
@@ -88,29 +135,91 @@ def _phone(digits: str) -> str:
     return digits if re.fullmatch(r"01[016789]\d{7,8}", digits) else ""
 
 
-def candidates(text: str) -> Iterator[tuple[str, str]]:
-    """Every (kind, normal form) a text could hold: what `check` hashes and looks up."""
-    text = normalised_text(text)
-    for run in _PHONE_RUN.findall(text):
-        digits = re.sub(r"\D", "", "".join(_HANGUL_DIGITS.get(c, c) for c in run))
+Span = tuple[int, int]  # characters start..end of the text as written
+
+
+def _phones(text: Located) -> Iterator[tuple[str, Span]]:
+    for run in _PHONE_RUN.finditer(text.text):
+        where = [run.start() + i for i, c in enumerate(run.group()) if c.isdigit() or c in _HANGUL_DIGITS]
+        digits = "".join(_HANGUL_DIGITS.get(text.text[i], text.text[i]) for i in where)
         for width in (11, 10, 12):
-            for start in range(0, max(0, len(digits) - width) + 1):
+            for start in range(len(digits) - width + 1):
                 if phone := _phone(digits[start:start + width]):
-                    yield "phone", phone
-    for handle in _HANDLE.findall(text):
-        yield "handle", handle
-    for email in _EMAIL.findall(text):
-        yield "email", email
-    squeezed = _SEPARATORS.sub("", text)
-    for run in _HANGUL_RUN.findall(squeezed):  # a name or a place: 2 to 12 syllables anywhere in a run
-        for width in range(2, min(12, len(run)) + 1):
-            for start in range(len(run) - width + 1):
-                yield "name", run[start:start + width]
-    tokens = _LATIN_TOKEN.findall(text)  # romanised names: up to four words run together ("kim ji young")
+                    yield phone, text.span(where[start], where[start + width - 1])
+
+
+def located_candidates(text: str) -> Iterator[tuple[str, str, Span]]:
+    """Every (kind, normal form, span in `text`) a text could hold: what `IdentifierKey.find` looks up."""
+    normal = located(text)
+    for phone, span in _phones(normal):
+        yield "phone", phone, span
+    for m in _HANDLE.finditer(normal.text):
+        yield "handle", m.group(1), normal.span(m.start(), m.end() - 1)
+    for m in _EMAIL.finditer(normal.text):
+        yield "email", m.group(), normal.span(m.start(), m.end() - 1)
+    squeezed = normal.without(_SEPARATORS)
+    for run in _HANGUL_RUN.finditer(squeezed.text):  # a name or a place: 2 to 12 syllables anywhere in a run
+        syllables = run.group()
+        for width in range(2, min(12, len(syllables)) + 1):
+            for start in range(len(syllables) - width + 1):
+                first = run.start() + start
+                yield "name", syllables[start:start + width], squeezed.span(first, first + width - 1)
+    tokens = list(_LATIN_TOKEN.finditer(normal.text))  # romanised names: up to four words run together
     for start in range(len(tokens)):
         for width in range(1, 5):
             if start + width <= len(tokens):
-                yield "name", "".join(tokens[start:start + width])
+                chosen = tokens[start:start + width]
+                yield "name", "".join(t.group() for t in chosen), normal.span(chosen[0].start(), chosen[-1].end() - 1)
+
+
+def candidates(text: str) -> Iterator[tuple[str, str]]:
+    """Every (kind, normal form) a text could hold."""
+    for kind, form, _ in located_candidates(text):
+        yield kind, form
+
+
+# Generic patterns, checked on suspected posts whatever the cases hold: anyone's personal information.
+GENERIC_KINDS = ("phone", "rrn", "email", "messenger")
+# a resident registration number: birth date, a separator or none, then a digit for sex and century, six more
+_RRN = re.compile(r"(?<!\d)(\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])[\s\-–.]?([1-8])\d{6}(?!\d)")
+# a messenger ID named as one: KakaoTalk, LINE, Telegram, WeChat, Discord, or an open-chat link
+_MESSENGER = re.compile(
+    r"(?:(?:카톡|카카오톡|카카오|ㅋㅌ|kakao(?:talk)?|katalk|ktalk|라인|line|텔레그램|텔레|telegram|tg|위챗|wechat|"
+    r"디코|디스코드|discord)\s*(?:id|아이디|아디)?\s*[:：=]?\s*@?([a-z0-9][a-z0-9_.\-]{2,29}))"
+    r"|(open\.kakao\.com/o/[a-z0-9]+|t\.me/[a-z0-9_]{4,32})")
+
+
+def generic_found(text: str) -> list[tuple[str, Span]]:
+    """(kind, span) of every generic pattern in `text`: Korean mobile numbers, resident registration numbers,
+    emails and messenger IDs, in any of the obfuscated forms `located` undoes."""
+    normal = located(text)
+    found: list[tuple[str, Span]] = [("phone", span) for _, span in _phones(normal)]
+    found += [("rrn", normal.span(m.start(), m.end() - 1)) for m in _RRN.finditer(normal.text)]
+    found += [("email", normal.span(m.start(), m.end() - 1)) for m in _EMAIL.finditer(normal.text)]
+    for m in _MESSENGER.finditer(normal.text):
+        group = 1 if m.group(1) else 2
+        found.append(("messenger", normal.span(m.start(group), m.end(group) - 1)))
+    # a number's shorter readings inside a longer one (a phone inside a registration number): the longer only
+    return [(kind, span) for kind, span in found
+            if not any(o != span and o[0] <= span[0] and span[1] <= o[1] for _, o in found)]
+
+
+def redacted(text: str, found: Iterable[tuple[str, Span]]) -> str:
+    """`text` with every found span replaced by its kind in brackets ("[phone]"); overlapping spans merge."""
+    spans = sorted((start, end, kind) for kind, (start, end) in found)
+    out: list[str] = []
+    done = 0
+    for start, end, kind in spans:
+        if end <= done:
+            continue
+        if start < done:  # overlaps the last one: it takes this one's end too
+            done = end
+            continue
+        out.append(text[done:start])
+        out.append(f"[{kind}]")
+        done = end
+    out.append(text[done:])
+    return "".join(out)
 
 
 class IdentifierKey:
@@ -134,11 +243,16 @@ class IdentifierKey:
             raise ValueError(f"this {kind} normalises to nothing that can be searched for")
         return self.digest(kind, form)
 
-    def check(self, text: str, recorded: dict[bytes, str]) -> set[str]:
-        """The kinds of the recorded identifiers (digest → kind) that `text` holds in any obfuscated form."""
-        found = set()
-        for kind, form in candidates(text):
+    def find(self, text: str, recorded: Mapping[bytes, T]) -> list[tuple[T, Span]]:
+        """Each recorded identifier (digest → what the caller keeps of it) that `text` holds in any obfuscated
+        form, with its span in `text`."""
+        found = []
+        for kind, form, span in located_candidates(text):
             hit = recorded.get(self.digest(kind, form))
             if hit is not None:
-                found.add(hit)
+                found.append((hit, span))
         return found
+
+    def check(self, text: str, recorded: Mapping[bytes, str]) -> set[str]:
+        """The kinds of the recorded identifiers (digest → kind) that `text` holds in any obfuscated form."""
+        return {kind for kind, _ in self.find(text, recorded)}
