@@ -179,7 +179,6 @@ def candidates(text: str) -> Iterator[tuple[str, str]]:
 
 
 # Generic patterns, checked on suspected posts whatever the cases hold: anyone's personal information.
-GENERIC_KINDS = ("phone", "rrn", "email", "messenger")
 # a resident registration number: birth date, a separator or none, then a digit for sex and century, six more
 _RRN = re.compile(r"(?<!\d)(\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])[\s\-–.]?([1-8])\d{6}(?!\d)")
 # a messenger ID named as one: KakaoTalk, LINE, Telegram, WeChat, Discord, or an open-chat link
@@ -210,10 +209,8 @@ def redacted(text: str, found: Iterable[tuple[str, Span]]) -> str:
     out: list[str] = []
     done = 0
     for start, end, kind in spans:
-        if end <= done:
-            continue
-        if start < done:  # overlaps the last one: it takes this one's end too
-            done = end
+        if start < done:  # overlaps the last one: that one reaches this one's end too
+            done = max(done, end)
             continue
         out.append(text[done:start])
         out.append(f"[{kind}]")
