@@ -172,6 +172,9 @@ class ServiceSettings:
     shutdown_grace_s: float = 10.0  # in-flight calls get this long to finish on shutdown
     tls_cert: str = ""  # PEM paths; both set = TLS
     tls_key: str = ""
+    # HMAC key of the victims' identifiers' digests (server.storage.keys); default: data_dir/identifier.key (0600).
+    # Losing it makes the recorded identifiers unsearchable (record them again); back it up apart from the database.
+    identifier_key_file: str = ""
 
 
 @dataclass(frozen=True)

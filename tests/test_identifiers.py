@@ -1,10 +1,10 @@
-"""A case's identifiers found in obfuscated text by their keyed digests alone (jiwoom/shared/identifiers.py)."""
+"""A case's identifiers found in obfuscated text by their keyed digests alone (server/matching/identifiers.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from jiwoom.shared.identifiers import IdentifierKey, candidates, compose_jamo, generic_found, normal_form, redacted
+from server.matching.identifiers import IdentifierKey, candidates, compose_jamo, generic_found, normal_form, redacted
 
 KEY = IdentifierKey(bytes(range(32)))
 
@@ -19,6 +19,7 @@ def recorded() -> dict[bytes, str]:
 @pytest.mark.parametrize(("text", "kinds"), [
     ("김지영 영상 유출", {"name"}),
     ("김 지 영 풀버전", {"name"}),  # spaced
+    ("김 지영이 영상", {"name"}),  # spaced, with a particle
     ("ㄱㅣㅁ지영 누군지 앎", {"name"}),  # jamo typed apart
     ("ㄱ ㅣ ㅁ ㅈ ㅣ ㅇ ㅕ ㅇ", {"name"}),
     ("kim ji young leaked", {"name"}),
@@ -43,6 +44,7 @@ def test_obfuscated_forms_of_a_cases_identifiers_are_found(recorded: dict[bytes,
     "@jiyoung_kk",
     "010-1234-5679",
     "지영이 김밥 먹음",  # the syllables, not in that order
+    "김지 영화 봤음",  # spaced words that only run together into the name
 ])
 def test_other_peoples_identifiers_are_not(recorded: dict[bytes, str], text: str) -> None:
     assert KEY.check(text, recorded) == set()

@@ -8,14 +8,14 @@ Losing the master key loses all evidence: back it up apart from the database.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-KEY_BYTES = 32
+from server.storage.keys import KEY_BYTES, KeyFileError, load_key_file
+
 NONCE_BYTES = 12
 _WRAP_CONTEXT = b"jiwoom evidence item key v1"
 
@@ -26,20 +26,10 @@ class VaultError(Exception):
 
 def load_master_key(path: Path, *, create: bool = True) -> bytes:
     """The master key from `path`, created (random, mode 0600) on first use when `create` is set."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        if not create:
-            raise VaultError(f"evidence master key {path} does not exist")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(KEY_BYTES))
-    if path.stat().st_mode & 0o077:
-        raise VaultError(f"evidence master key {path} is readable by others: chmod 600 it")
-    key = path.read_bytes()
-    if len(key) != KEY_BYTES:
-        raise VaultError(f"evidence master key {path} must hold {KEY_BYTES} bytes, not {len(key)}")
-    return key
+    try:
+        return load_key_file(path, "evidence master key", create=create)
+    except KeyFileError as error:
+        raise VaultError(str(error)) from None
 
 
 class Vault:

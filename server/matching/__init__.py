@@ -6,7 +6,8 @@ segment): for video, frames whose hits keep a steady offset between query time a
 voting) are merged into one segment, with start and end in both videos. Images are one-frame videos at t = 0.
 
 Modules: `decisions` (thresholds, the calibrated decision, the one decision path), `segments`
-(temporal voting), `youth` (age triage of faces), `negative_bank`, `library` (the searchable collections) and
-`verify` (geometric verification). The null tails that give a score its expected false matches are
-`server.calibration`, below the signals, which own theirs.
+(temporal voting), `youth` (age triage of faces), `negative_bank`, `library` (the searchable collections),
+`verify` (geometric verification) and `identifiers` (a victim's identifiers found in text by their keyed digests).
+The null tails that give a score its expected false matches are `server.calibration`, below the signals, which own
+theirs.
 """

@@ -7,7 +7,8 @@ of each: a hit names the kind found, never the value. Normalising runs the uploa
 - spaces and punctuation inside a name ("김 지 영", "김.지.영");
 - jamo typed apart ("ㄱㅣㅁ지영" → "김지영");
 - digits written in Hangul or spaced out in a phone number ("공일공-1234-5678", "010 1234 5678").
-Shared by the service (OCR text) and the crawler (titles and bodies), so it imports nothing else of ours.
+A name spaced out must stand as whole words ("김 지 영", "김 지영이"), so that "김지 영화" is not "김지영".
+Pure code: the service checks crawled posts and OCR text with it; the evidence writer finds what to blur.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ _LATIN_TOKEN = re.compile(r"[a-z]+")
 # handles and emails as written, lower-cased
 _HANDLE = re.compile(r"@([a-z0-9_.]{2,30})")
 _EMAIL = re.compile(r"[a-z0-9_.+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+# what may follow a name inside its word: particles and forms of address ("김 지영이", "김 지 영 씨")
+_AFTER_NAME = frozenset({"이", "가", "은", "는", "을", "를", "의", "도", "만", "와", "과", "랑", "이랑", "에게", "한테",
+                         "께", "씨", "님", "양", "군", "아", "야", "이가", "이는", "이의", "이를", "이도"})
 T = TypeVar("T")
 MAX_TEXT = 100_000  # characters checked of one text: titles, bodies and OCR text beyond this are cut
 
@@ -163,13 +167,29 @@ def located_candidates(text: str) -> Iterator[tuple[str, str, Span]]:
         for width in range(2, min(12, len(syllables)) + 1):
             for start in range(len(syllables) - width + 1):
                 first = run.start() + start
-                yield "name", syllables[start:start + width], squeezed.span(first, first + width - 1)
+                span = squeezed.span(first, first + width - 1)
+                if _whole_words(text, span):
+                    yield "name", syllables[start:start + width], span
     tokens = list(_LATIN_TOKEN.finditer(normal.text))  # romanised names: up to four words run together
     for start in range(len(tokens)):
         for width in range(1, 5):
             if start + width <= len(tokens):
                 chosen = tokens[start:start + width]
                 yield "name", "".join(t.group() for t in chosen), normal.span(chosen[0].start(), chosen[-1].end() - 1)
+
+
+def _whole_words(text: str, span: Span) -> bool:
+    """A name read across separators must start a word and end one (or be followed by a particle); one written
+    without separators may stand anywhere, as Korean runs words together."""
+    start, end = span
+    if not _SEPARATORS.search(text, start, end):
+        return True
+    if start > 0 and not _SEPARATORS.fullmatch(text[start - 1]):
+        return False
+    rest = end
+    while rest < len(text) and not _SEPARATORS.fullmatch(text[rest]):
+        rest += 1
+    return rest == end or text[end:rest] in _AFTER_NAME
 
 
 def candidates(text: str) -> Iterator[tuple[str, str]]:
