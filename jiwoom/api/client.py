@@ -89,6 +89,12 @@ class MatcherClient:
         return self._call("ConfigureCase", pb.ConfigureCaseRequest(  # type: ignore[return-value]
             case_id=case_id, thresholds=thresholds))
 
+    def record_identifiers(self, case_id: str, identifiers: list[tuple[str, str]]) -> int:
+        """A victim's identifiers (kind, value) for a case, stored as keyed digests only; how many were new."""
+        request = pb.RecordIdentifiersRequest(
+            case_id=case_id, identifiers=[pb.Identifier(kind=kind, value=value) for kind, value in identifiers])
+        return self._call("RecordIdentifiers", request).stored  # type: ignore[attr-defined]
+
     def mark_benign(self, media: bytes | None = None, sighting_id: int | None = None, note: str = "",
                     case_id: str = "") -> pb.MarkBenignResponse:
         """Into the negative bank of every case, or with case_id only of that case ("not this victim")."""

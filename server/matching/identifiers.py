@@ -152,9 +152,10 @@ def _phones(text: Located) -> Iterator[tuple[str, Span]]:
                     yield phone, text.span(where[start], where[start + width - 1])
 
 
-def located_candidates(text: str) -> Iterator[tuple[str, str, Span]]:
-    """Every (kind, normal form, span in `text`) a text could hold: what `IdentifierKey.find` looks up."""
-    normal = located(text)
+def located_candidates(text: str, normal: Located | None = None) -> Iterator[tuple[str, str, Span]]:
+    """Every (kind, normal form, span in `text`) a text could hold: what `IdentifierKey.find` looks up.
+    `normal`: `located(text)`, when the caller has it already."""
+    normal = located(text) if normal is None else normal
     for phone, span in _phones(normal):
         yield "phone", phone, span
     for m in _HANDLE.finditer(normal.text):
@@ -208,10 +209,10 @@ _MESSENGER = re.compile(
     r"|(open\.kakao\.com/o/[a-z0-9]+|t\.me/[a-z0-9_]{4,32})")
 
 
-def generic_found(text: str) -> list[tuple[str, Span]]:
+def generic_found(text: str, normal: Located | None = None) -> list[tuple[str, Span]]:
     """(kind, span) of every generic pattern in `text`: Korean mobile numbers, resident registration numbers,
     emails and messenger IDs, in any of the obfuscated forms `located` undoes."""
-    normal = located(text)
+    normal = located(text) if normal is None else normal
     found: list[tuple[str, Span]] = [("phone", span) for _, span in _phones(normal)]
     found += [("rrn", normal.span(m.start(), m.end() - 1)) for m in _RRN.finditer(normal.text)]
     found += [("email", normal.span(m.start(), m.end() - 1)) for m in _EMAIL.finditer(normal.text)]
@@ -260,11 +261,11 @@ class IdentifierKey:
             raise ValueError(f"this {kind} normalises to nothing that can be searched for")
         return self.digest(kind, form)
 
-    def find(self, text: str, recorded: Mapping[bytes, T]) -> list[tuple[T, Span]]:
+    def find(self, text: str, recorded: Mapping[bytes, T], normal: Located | None = None) -> list[tuple[T, Span]]:
         """Each recorded identifier (digest → what the caller keeps of it) that `text` holds in any obfuscated
         form, with its span in `text`."""
         found = []
-        for kind, form, span in located_candidates(text):
+        for kind, form, span in located_candidates(text, normal):
             hit = recorded.get(self.digest(kind, form))
             if hit is not None:
                 found.append((hit, span))

@@ -45,6 +45,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "ForgetCase": frozenset({"case_system", "officer", "admin"}),
     "ConfigureCase": frozenset({"officer", "admin"}),
     "MarkBenign": frozenset({"officer", "admin"}),
+    "RecordIdentifiers": frozenset({"case_system", "officer", "admin"}),
     "GetStats": frozenset({"crawler", "case_system", "officer", "admin"}),
 }
 TOKEN_CACHE_S = 30.0  # a revoked token stops working within this
@@ -227,6 +228,9 @@ def outcome_message(outcome: MatchOutcome) -> pb.MatchResponse:
                            width=media.width, height=media.height, duration_s=media.duration_s, frames=media.frames),
         sighting_id=outcome.sighting_id, matches=[match_message(m) for m in outcome.matches],
         youth_faces=[face_message(f) for f in outcome.youth_faces], benign=outcome.benign,
+        exposures=[pb.Exposure(case_id=e.case_id or "", kind=e.kind, field=e.field) for e in outcome.exposures],
+        redacted_title=outcome.redacted.title if outcome.redacted else "",
+        redacted_text=outcome.redacted.text if outcome.redacted else "",
     )
 
 
@@ -401,6 +405,15 @@ class MatcherServicer(pb_grpc.MatcherServicer):
                 sighting_id=request.sighting_id if content == "sighting_id" else None, note=request.note,
                 case_id=request.case_id or None)
             return pb.MarkBenignResponse(benign_id=benign_id)
+
+        return self._call(context, work)  # type: ignore[return-value]
+
+    def RecordIdentifiers(self, request: pb.RecordIdentifiersRequest, context: grpc.ServicerContext
+                          ) -> pb.RecordIdentifiersResponse:
+        def work() -> pb.RecordIdentifiersResponse:
+            stored, total = self.service.record_identifiers(
+                _principal.get(), request.case_id, [(i.kind, i.value) for i in request.identifiers])
+            return pb.RecordIdentifiersResponse(stored=stored, total=total)
 
         return self._call(context, work)  # type: ignore[return-value]
 

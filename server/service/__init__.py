@@ -34,6 +34,7 @@ from server.media import IMAGE_FORMATS, decode_media, sniff_format
 from server.models.pdq import hex_to_hash
 from server.service.cases import Cases
 from server.service.collections import Collections
+from server.service.identifiers import CaseIdentifiers
 from server.service.slots import WorkSlots
 from server.service.versions import signals_in_use
 from server.signals import (
@@ -46,7 +47,15 @@ from server.signals import (
     signal_models,
 )
 from server.signals.pdq import hashes_only_vectors
-from server.storage.store import MatchRecord, MediaSummary, Principal, SourceRecord, Store, StoredLocal
+from server.storage.store import (
+    ExposureRecord,
+    MatchRecord,
+    MediaSummary,
+    Principal,
+    SourceRecord,
+    Store,
+    StoredLocal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +124,8 @@ class MatchOutcome:
     youth_faces: list[FaceReport] = field(default_factory=list)
     sighting_id: int = 0
     benign: bool = False
+    exposures: list[ExposureRecord] = field(default_factory=list)  # personal information the recorded post shows
+    redacted: SourceRecord | None = None  # the source as stored, its title and text redacted, when it exposes any
 
 
 @dataclass
@@ -143,6 +154,7 @@ class MatchingService:
         self.snapshot_dir = snapshot_dir
         self.collections = Collections(settings, store, snapshot_dir)
         self.cases = Cases(Thresholds.defaults(settings.match))
+        self.identifiers = CaseIdentifiers(settings)
         # What new media is stored with, and what queries are searched with: the same, plus (from `start`) the
         # signals of older models that stored references still hold (server.service.versions)
         self.new_signals = configured_signals(settings.match)
@@ -182,6 +194,7 @@ class MatchingService:
         self.cascade = Cascade.of(self.match_settings, self.query_signals)
         self.collections.load(self.query_signals)
         self.cases.load(self.store)
+        self.identifiers.load(self.store)
         self.collections.start_snapshots(self.slots.stopping)
 
     def snapshot(self, names: tuple[str, ...] | None = None, force: bool = False) -> None:
@@ -372,10 +385,20 @@ class MatchingService:
                                                      excluded.get(None, set()))
         outcome.youth_faces = face_reports(features, self.match_settings, only_under_19=True)
         if source is not None:
+            if self.identifiers.wanted(source):
+                check_deadline(deadline, "reading the media's text")
+                ocr = [f.ocr_text for f in features.frames] if features.frames and \
+                    features.frames[0].ocr_text is not None else \
+                    [f.ocr_text or "" for f in staged.more(frozenset({"ocr"})).frames]
+                examined = self.identifiers.examine(source, ocr)
+                if examined.exposures:
+                    outcome.exposures, outcome.redacted = examined.exposures, examined.source
+                    source = examined.source
             check_deadline(deadline, "recording the sighting")
             stored = self._vectors(features, query=False)
             sighting_id, created = self.store.add_sighting(who, source, media, stored, len(outcome.youth_faces),
-                                                           stored_local(features, LOCAL_FRAMES_SIGHTING))
+                                                           stored_local(features, LOCAL_FRAMES_SIGHTING),
+                                                           outcome.exposures)
             if created:
                 self.libraries["sightings"].add(sighting_id, stored)
             outcome.sighting_id = sighting_id
@@ -455,9 +478,16 @@ class MatchingService:
             self.libraries["references"].remove(ids)
             self.libraries["benign"].remove(benign)  # before the maps: see Cases.case_of_benign
             self.cases.forget(ids, benign, case_id)
+            if case_id is not None:  # its identifiers and exposures went with the case's row
+                self.identifiers.forget(case_id)
         # The old snapshot still holds the forgotten vectors: replace it now, not at the next interval.
         self.snapshot(("references", "benign") if benign else ("references",), force=True)
         return len(ids), matches
+
+    def record_identifiers(self, who: Principal, case_id: str, identifiers: list[tuple[str, str]]
+                           ) -> tuple[int, int]:
+        """Store a case's identifiers (kind, value) as keyed digests; (newly stored, the case's total)."""
+        return self.identifiers.record(self.store, who, case_id, identifiers)
 
     def configure_case(self, who: Principal, case_id: str, overrides: dict[str, float]) -> tuple[Thresholds, int]:
         unknown = set(overrides) - set(SIGNALS)

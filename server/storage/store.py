@@ -69,6 +69,15 @@ class SourceRecord:
 
 
 @dataclass(frozen=True)
+class ExposureRecord:
+    """Personal information a sighting's post shows: its kind and where (title, text, ocr), never its value."""
+
+    case_id: str | None  # None: a generic pattern, anyone's
+    kind: str
+    field: str
+
+
+@dataclass(frozen=True)
 class MatchRecord:
     reference_id: int
     signal: str
@@ -222,10 +231,12 @@ class Store:
     # -- sightings and the negative bank -----------------------------------------------------------------------
 
     def add_sighting(self, who: Principal, source: SourceRecord, media: MediaSummary,
-                     vectors: dict[str, SignalVectors], youth_faces: int, local: Iterable[StoredLocal] = ()
-                     ) -> tuple[int, bool]:
-        """Record crawled media; (id, created). The same bytes at the same URL again (a re-crawl) updates the
-        existing sighting's time instead of storing its vectors twice."""
+                     vectors: dict[str, SignalVectors], youth_faces: int, local: Iterable[StoredLocal] = (),
+                     exposures: Iterable[ExposureRecord] = ()) -> tuple[int, bool]:
+        """Record crawled media (its source's title and text as given: redacted where they expose someone) and
+        the personal information it exposes; (id, created). The same bytes at the same URL again (a re-crawl)
+        updates the existing sighting's time instead of storing its vectors twice."""
+        exposures = list(exposures)
         with self.pool.connection() as conn:
             if media.sha256:
                 row = conn.execute(
@@ -233,6 +244,7 @@ class Store:
                     " and content_sha256 = %s order by id limit 1) returning id", (source.url, media.sha256),
                 ).fetchone()
                 if row:
+                    _insert_exposures(conn, row[0], exposures)
                     return row[0], False
             sighting_id = conn.execute(
                 "insert into sightings (url, page_url, site, title, author, posted_at, post_text, suspected, extra,"
@@ -244,8 +256,37 @@ class Store:
             ).fetchone()[0]
             _insert_vectors(conn, "sightings", sighting_id, vectors, self.signal_models)
             _insert_local(conn, "sightings", sighting_id, local)
-            audit(conn, who, "RecordSighting", f"sighting:{sighting_id}", {"kind": media.kind})
+            _insert_exposures(conn, sighting_id, exposures)
+            detail: dict[str, Any] = {"kind": media.kind}
+            if exposures:  # kinds only: the values are never stored, nor logged
+                detail["exposed"] = sorted({e.kind for e in exposures})
+            audit(conn, who, "RecordSighting", f"sighting:{sighting_id}", detail)
         return sighting_id, True
+
+    # -- a victim's identifiers -----------------------------------------------------------------------------
+
+    def record_identifiers(self, who: Principal, case_id: str, digests: list[tuple[str, bytes]]) -> tuple[int, int]:
+        """Store a case's identifiers as (kind, keyed digest); (newly stored, the case's total)."""
+        with self.pool.connection() as conn:
+            conn.execute("insert into cases (id, created_by) values (%s, %s) on conflict do nothing",
+                         (case_id, who.name))
+            stored = 0
+            for kind, digest in digests:
+                row = conn.execute(
+                    "insert into case_identifiers (case_id, kind, digest, created_by) values (%s, %s, %s, %s)"
+                    " on conflict (case_id, digest) do nothing returning id", (case_id, kind, digest, who.name),
+                ).fetchone()
+                stored += row is not None
+            total = conn.execute("select count(*) from case_identifiers where case_id = %s", (case_id,)).fetchone()
+            audit(conn, who, "RecordIdentifiers", f"case:{case_id}",
+                  {"kinds": sorted({kind for kind, _ in digests}), "stored": stored})
+        return stored, int(total[0])
+
+    def case_identifiers(self) -> list[tuple[bytes, str, str]]:
+        """Every case's identifiers: (digest, case, kind)."""
+        with self.pool.connection() as conn:
+            return [(bytes(d), c, k) for d, c, k in
+                    conn.execute("select digest, case_id, kind from case_identifiers order by id")]
 
     def sighting_sources(self, ids: Iterable[int]) -> dict[int, SourceRecord]:
         with self.pool.connection() as conn:
@@ -392,6 +433,12 @@ def _insert_local(conn: Connection, collection: Collection, owner: int, frames: 
             (owner, stored.frame, stored.timestamp, *stored.size,
              np.ascontiguousarray(unmirrored.keypoints, np.float32).tobytes(),
              np.ascontiguousarray(unmirrored.descriptors, np.uint8).tobytes()))
+
+
+def _insert_exposures(conn: Connection, sighting_id: int, exposures: list[ExposureRecord]) -> None:
+    for e in exposures:
+        conn.execute("insert into sighting_exposures (sighting_id, case_id, kind, field) values (%s, %s, %s, %s)"
+                     " on conflict do nothing", (sighting_id, e.case_id, e.kind, e.field))
 
 
 def _finite(value: float | None) -> float | None:

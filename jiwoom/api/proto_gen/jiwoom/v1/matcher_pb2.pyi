@@ -236,18 +236,34 @@ class MatchRequest(_message.Message):
     def __init__(self, media: _Optional[bytes] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., include_sightings: _Optional[bool] = ...) -> None: ...
 
 class MatchResponse(_message.Message):
-    __slots__ = ("media", "sighting_id", "matches", "youth_faces", "benign")
+    __slots__ = ("media", "sighting_id", "matches", "youth_faces", "benign", "exposures", "redacted_title", "redacted_text")
     MEDIA_FIELD_NUMBER: _ClassVar[int]
     SIGHTING_ID_FIELD_NUMBER: _ClassVar[int]
     MATCHES_FIELD_NUMBER: _ClassVar[int]
     YOUTH_FACES_FIELD_NUMBER: _ClassVar[int]
     BENIGN_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURES_FIELD_NUMBER: _ClassVar[int]
+    REDACTED_TITLE_FIELD_NUMBER: _ClassVar[int]
+    REDACTED_TEXT_FIELD_NUMBER: _ClassVar[int]
     media: MediaInfo
     sighting_id: int
     matches: _containers.RepeatedCompositeFieldContainer[Match]
     youth_faces: _containers.RepeatedCompositeFieldContainer[FaceAge]
     benign: bool
-    def __init__(self, media: _Optional[_Union[MediaInfo, _Mapping]] = ..., sighting_id: _Optional[int] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., youth_faces: _Optional[_Iterable[_Union[FaceAge, _Mapping]]] = ..., benign: _Optional[bool] = ...) -> None: ...
+    exposures: _containers.RepeatedCompositeFieldContainer[Exposure]
+    redacted_title: str
+    redacted_text: str
+    def __init__(self, media: _Optional[_Union[MediaInfo, _Mapping]] = ..., sighting_id: _Optional[int] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., youth_faces: _Optional[_Iterable[_Union[FaceAge, _Mapping]]] = ..., benign: _Optional[bool] = ..., exposures: _Optional[_Iterable[_Union[Exposure, _Mapping]]] = ..., redacted_title: _Optional[str] = ..., redacted_text: _Optional[str] = ...) -> None: ...
+
+class Exposure(_message.Message):
+    __slots__ = ("case_id", "kind", "field")
+    CASE_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    case_id: str
+    kind: str
+    field: str
+    def __init__(self, case_id: _Optional[str] = ..., kind: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
 
 class StreamMedia(_message.Message):
     __slots__ = ("data", "source", "include_sightings")
@@ -314,6 +330,30 @@ class ForgetCaseRequest(_message.Message):
     case_id: str
     reason: str
     def __init__(self, case_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Identifier(_message.Message):
+    __slots__ = ("kind", "value")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    value: str
+    def __init__(self, kind: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class RecordIdentifiersRequest(_message.Message):
+    __slots__ = ("case_id", "identifiers")
+    CASE_ID_FIELD_NUMBER: _ClassVar[int]
+    IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
+    case_id: str
+    identifiers: _containers.RepeatedCompositeFieldContainer[Identifier]
+    def __init__(self, case_id: _Optional[str] = ..., identifiers: _Optional[_Iterable[_Union[Identifier, _Mapping]]] = ...) -> None: ...
+
+class RecordIdentifiersResponse(_message.Message):
+    __slots__ = ("stored", "total")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    stored: int
+    total: int
+    def __init__(self, stored: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
 class ForgetResponse(_message.Message):
     __slots__ = ("references_forgotten", "matches_deleted")

@@ -69,6 +69,11 @@ class MatcherStub:
                 request_serializer=jiwoom_dot_v1_dot_matcher__pb2.MarkBenignRequest.SerializeToString,
                 response_deserializer=jiwoom_dot_v1_dot_matcher__pb2.MarkBenignResponse.FromString,
                 _registered_method=True)
+        self.RecordIdentifiers = channel.unary_unary(
+                '/jiwoom.v1.Matcher/RecordIdentifiers',
+                request_serializer=jiwoom_dot_v1_dot_matcher__pb2.RecordIdentifiersRequest.SerializeToString,
+                response_deserializer=jiwoom_dot_v1_dot_matcher__pb2.RecordIdentifiersResponse.FromString,
+                _registered_method=True)
         self.GetStats = channel.unary_unary(
                 '/jiwoom.v1.Matcher/GetStats',
                 request_serializer=jiwoom_dot_v1_dot_matcher__pb2.GetStatsRequest.SerializeToString,
@@ -133,6 +138,15 @@ class MatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordIdentifiers(self, request, context):
+        """A victim's identifiers (names, phone numbers, SNS handles, emails, school or workplace), stored only as keyed
+        digests of their normal forms. Crawled posts (title, text, OCR text of the media) that show one become
+        exposures of the case. ForgetCase deletes them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -176,6 +190,11 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.MarkBenign,
                     request_deserializer=jiwoom_dot_v1_dot_matcher__pb2.MarkBenignRequest.FromString,
                     response_serializer=jiwoom_dot_v1_dot_matcher__pb2.MarkBenignResponse.SerializeToString,
+            ),
+            'RecordIdentifiers': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordIdentifiers,
+                    request_deserializer=jiwoom_dot_v1_dot_matcher__pb2.RecordIdentifiersRequest.FromString,
+                    response_serializer=jiwoom_dot_v1_dot_matcher__pb2.RecordIdentifiersResponse.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
@@ -372,6 +391,33 @@ class Matcher:
             '/jiwoom.v1.Matcher/MarkBenign',
             jiwoom_dot_v1_dot_matcher__pb2.MarkBenignRequest.SerializeToString,
             jiwoom_dot_v1_dot_matcher__pb2.MarkBenignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordIdentifiers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jiwoom.v1.Matcher/RecordIdentifiers',
+            jiwoom_dot_v1_dot_matcher__pb2.RecordIdentifiersRequest.SerializeToString,
+            jiwoom_dot_v1_dot_matcher__pb2.RecordIdentifiersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,127 @@
+"""A victim's identifiers, and the crawled posts that expose them (issue 16).
+
+An officer records a case's identifiers; only their keyed digests reach the database (`server.matching.
+identifiers`), under a key in a file outside it (`server.storage.keys`). Each crawled post recorded as a sighting
+is examined: its title, text and the OCR text of its media against every case's digests, and on a suspected post
+against the generic patterns too. What is found becomes exposures (case, kind, field) and is redacted from the
+title and text before they are stored. Values never reach the database or the logs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from jiwoom.api.errors import InvalidInput
+from server.config import Settings
+from server.matching.identifiers import KINDS, IdentifierKey, Span, generic_found, located, normal_form, redacted
+from server.storage.keys import identifier_key_path, load_key_file
+from server.storage.store import ExposureRecord, Principal, SourceRecord, Store
+
+MAX_IDENTIFIERS = 100  # per call
+MAX_VALUE_CHARS = 200
+
+
+@dataclass
+class Examined:
+    """What a post exposes, and its title and text with each found span replaced by its kind."""
+
+    source: SourceRecord
+    exposures: list[ExposureRecord] = field(default_factory=list)
+
+
+class CaseIdentifiers:
+    """Every case's identifiers by digest, loaded at start and kept in step with RecordIdentifiers and forgets."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._key: IdentifierKey | None = None
+        self._lock = threading.Lock()
+        self._recorded: dict[bytes, list[tuple[str, str]]] = {}  # digest -> [(case, kind)]
+
+    def _load_key(self, create: bool) -> IdentifierKey:
+        # The key is made with the first identifier recorded, not before: a service without any needs none.
+        if self._key is None:
+            self._key = IdentifierKey(load_key_file(identifier_key_path(self._settings), "identifier key",
+                                                    create=create))
+        return self._key
+
+    def load(self, store: Store) -> None:
+        rows = store.case_identifiers()
+        if rows:  # the key must be there: without it the stored digests cannot be searched for
+            self._load_key(create=False)
+        recorded: dict[bytes, list[tuple[str, str]]] = {}
+        for digest, case_id, kind in rows:
+            recorded.setdefault(digest, []).append((case_id, kind))
+        self._recorded = recorded
+
+    def record(self, store: Store, who: Principal, case_id: str, identifiers: list[tuple[str, str]]
+               ) -> tuple[int, int]:
+        """Check and store identifiers (kind, value) of a case; (newly stored, the case's total). An error names
+        the identifier's position and kind, never its value."""
+        case_id = case_id.strip()
+        if not case_id or len(case_id) > 200:
+            raise InvalidInput("case_id must be 1 to 200 characters")
+        if not identifiers:
+            raise InvalidInput("no identifiers")
+        if len(identifiers) > MAX_IDENTIFIERS:
+            raise InvalidInput(f"{len(identifiers)} identifiers is over the limit of {MAX_IDENTIFIERS} a call")
+        key = self._load_key(create=True)
+        digests = []
+        for i, (kind, value) in enumerate(identifiers):
+            if kind not in KINDS:
+                raise InvalidInput(f"identifier {i}: unknown kind {kind[:20]!r}; known: {', '.join(KINDS)}")
+            if len(value) > MAX_VALUE_CHARS:
+                raise InvalidInput(f"identifier {i} ({kind}) is over {MAX_VALUE_CHARS} characters")
+            if len(normal_form(kind, value)) < 2:
+                raise InvalidInput(f"identifier {i} ({kind}) holds nothing that can be searched for"
+                                   + (" (a Korean mobile number: 010 and 7 or 8 digits)" if kind == "phone" else ""))
+            digests.append((kind, key.record(kind, value)))
+        with self._lock:
+            stored, total = store.record_identifiers(who, case_id, digests)
+            recorded = dict(self._recorded)
+            for kind, digest in digests:
+                if (case_id, kind) not in recorded.get(digest, []):
+                    recorded[digest] = [*recorded.get(digest, []), (case_id, kind)]
+            self._recorded = recorded
+        return stored, total
+
+    def forget(self, case_id: str) -> None:
+        with self._lock:
+            self._recorded = {d: kept for d, cases in self._recorded.items()
+                              if (kept := [(c, k) for c, k in cases if c != case_id])}
+
+    def wanted(self, source: SourceRecord) -> bool:
+        """Whether a post needs examining (and its media's OCR text): some case has identifiers, or it is
+        suspected (the generic patterns)."""
+        return bool(self._recorded) or source.suspected
+
+    def examine(self, source: SourceRecord, ocr_texts: Iterable[str]) -> Examined:
+        """A post's exposures, and its source with its title and text redacted."""
+        recorded = self._recorded  # replaced, never changed in place: safe to read while one is recorded
+        exposures: set[ExposureRecord] = set()
+
+        def found_in(text: str, field_name: str) -> list[tuple[str, Span]]:
+            if not text:
+                return []
+            normal = located(text)
+            spans: list[tuple[str, Span]] = []
+            if recorded and self._key is not None:
+                for cases, span in self._key.find(text, recorded, normal):
+                    for case_id, kind in cases:
+                        exposures.add(ExposureRecord(case_id, kind, field_name))
+                        spans.append((kind, span))
+            if source.suspected:
+                for kind, span in generic_found(text, normal):
+                    exposures.add(ExposureRecord(None, kind, field_name))
+                    spans.append((kind, span))
+            return spans
+
+        title_spans = found_in(source.title, "title")
+        text_spans = found_in(source.text, "text")
+        for text in ocr_texts:
+            found_in(text, "ocr")
+        if title_spans or text_spans:
+            source = replace(source, title=redacted(source.title, title_spans), text=redacted(source.text, text_spans))
+        return Examined(source, sorted(exposures, key=lambda e: (e.case_id or "", e.kind, e.field)))
