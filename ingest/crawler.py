@@ -340,10 +340,22 @@ class Crawl:
                 (self.config.job, row.url, post_url, row.host, sha256, len(data),
                  response.result.sighting_id or None if not response.error_code else None, matches, error[:2000]))
             _finish(conn, row.id, "failed" if error else "done", error)
+            if not error and response.result.exposures:
+                _redact_post(conn, self.config.job, post_url, response.result)
         self.stats.media += 1
         self.stats.matches += matches
         if error:
             self.stats.failed += 1
+
+
+def _redact_post(conn: Connection, job: str, post_url: str, result: pb.MatchResponse) -> None:
+    """The service found personal information in this post: from now on the crawl keeps only its title and text
+    as the service stored them, redacted (the post's row, and its media still waiting in the frontier)."""
+    conn.execute("update crawl_posts set title = %s, text = %s where job_id = %s and post_url = %s",
+                 (result.redacted_title, result.redacted_text, job, post_url))
+    conn.execute("update crawl_frontier set post = post || jsonb_build_object('title', %s::text, 'text', %s::text)"
+                 " where job_id = %s and post->>'post_url' = %s",
+                 (result.redacted_title, result.redacted_text, job, post_url))
 
 
 # -- statistics ------------------------------------------------------------------------------------------------------

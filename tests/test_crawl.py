@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -27,6 +28,7 @@ from bench.fixture_site import FixtureSite
 from jiwoom.api.client import MatcherClient, open_channel
 from server.app import running_service
 from server.config import ServiceSettings, Settings
+from server.storage.db import SYSTEM_BINARIES
 from tests.conftest import fresh_database, publish_post
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +46,7 @@ class World:
     references: dict[str, int]
     log: Path
     matcher: str
+    case_system: MatcherClient
 
     def sql(self, query: str, params: tuple = ()) -> list[tuple]:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
@@ -73,7 +76,8 @@ def world(postgres_server: str, corpus: Path, tmp_path_factory: pytest.TempPathF
                        "max_pages": 500, "max_depth": 4},
             "allow_networks": ["127.0.0.0/8"], "matcher": f"127.0.0.1:{running.port}"}, allow_unicode=True))
         env = {**os.environ, "JIWOOM_CRAWLER_TOKEN": running.store.create_token("test-crawler", "crawler")}
-        yield World(url, site, planted, config, env, references, data_dir / "crawl.log", f"127.0.0.1:{running.port}")
+        yield World(url, site, planted, config, env, references, data_dir / "crawl.log", f"127.0.0.1:{running.port}",
+                    case_system)
         channel.close()
 
 
@@ -160,13 +164,31 @@ def test_author_frequency_and_media_spread(world: World) -> None:
     assert spread and all(s["posts"] >= 1 for s in spread)
 
 
-def test_search_endpoints_bring_in_new_sites(world: World, corpus: Path) -> None:
-    """No seeds: a search endpoint, asked for the top keywords, returns a site nobody gave; it is crawled."""
-    from ingest.config import parse_config
+def crawl_in_process(world: World, config: Any) -> None:
+    """Run one crawl job (an ingest.config.CrawlConfig) to its end in this process, against the world's service."""
+    from psycopg_pool import ConnectionPool
+
     from ingest.crawler import Crawl, start_job
     from ingest.keywords import Lexicon, default_encoder, expand
     from ingest.normalise import Normaliser
     from ingest.stream import MatchStreamer
+
+    normaliser = Normaliser.load()
+    expansion = expand(config.prompt, Lexicon.load(), default_encoder(), normaliser)
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        start_job(conn, config, expansion, "test")
+
+    async def crawl() -> None:
+        with ConnectionPool(world.database_url, min_size=1, max_size=4) as pool:
+            async with MatchStreamer(world.matcher, world.env["JIWOOM_CRAWLER_TOKEN"]) as streamer:
+                await Crawl(config, pool, streamer, expansion, normaliser).run()
+
+    asyncio.run(crawl())
+
+
+def test_search_endpoints_bring_in_new_sites(world: World, corpus: Path) -> None:
+    """No seeds: a search endpoint, asked for the top keywords, returns a site nobody gave; it is crawled."""
+    from ingest.config import parse_config
 
     with FixtureSite() as search, FixtureSite() as found:
         name, path = next((n, p) for n, p in world.planted.references.items() if p.suffix == ".jpg")
@@ -178,19 +200,7 @@ def test_search_endpoints_bring_in_new_sites(world: World, corpus: Path) -> None
                                "search": [{"url": search.url("/search?q={query}"), "keywords": 3}],
                                "limits": {"per_host_delay_s": 0, "timeout_s": 5},
                                "allow_networks": ["127.0.0.0/8"], "matcher": world.matcher})
-        normaliser = Normaliser.load()
-        expansion = expand(config.prompt, Lexicon.load(), default_encoder(), normaliser)
-        with psycopg.connect(world.database_url, autocommit=True) as conn:
-            start_job(conn, config, expansion, "test")
-
-        async def crawl() -> None:
-            from psycopg_pool import ConnectionPool
-
-            with ConnectionPool(world.database_url, min_size=1, max_size=4) as pool:
-                async with MatchStreamer(world.matcher, world.env["JIWOOM_CRAWLER_TOKEN"]) as streamer:
-                    await Crawl(config, pool, streamer, expansion, normaliser).run()
-
-        asyncio.run(crawl())
+        crawl_in_process(world, config)
         queries = [r for r in search.requests() if r.startswith("/search?q=")]
         assert len(queries) == 3  # the top three keywords, each searched once
         assert found.origin.removeprefix("http://") in world.sql(
@@ -202,3 +212,34 @@ def test_search_endpoints_bring_in_new_sites(world: World, corpus: Path) -> None
         assert world.sql("select suspected from crawl_posts where post_url = %s", (found.url("/board/7"),)) == \
             [(True,)]  # the obfuscated title scored against the keywords
         assert world.sql("select state from crawl_frontier where url = 'http://10.0.0.1/x'") in ([], [("failed",)])
+
+
+def test_a_victims_personal_information_in_a_crawled_post_is_flagged_and_kept_only_redacted(world: World) -> None:
+    """A post on a board shows a case's name spaced out and its phone in Hangul digits: the sighting records the
+    exposures, and neither the service's tables nor the crawl's keep the values in clear (a pg_dump says so)."""
+    from ingest.config import parse_config
+
+    world.case_system.record_identifiers(CASE, [("name", "김지영"), ("phone", "010-1234-5678")])
+    with FixtureSite() as board:
+        _, path = next((n, p) for n, p in world.planted.references.items() if p.suffix == ".jpg")
+        copy = transforms.encode(transforms.border(transforms.load(path)), "JPEG", 85)
+        title = "김 지 영 유출 연락처 공일공-1234-5678 (benign fixture)"
+        publish_post(board, "/board/9", "/img/9.jpg", copy, title=title)
+        page_url = board.url("/board/9")
+        config = parse_config({"job": "crawl-exposed", "prompt": "학교 유출 영상", "seeds": [page_url],
+                               "limits": {"per_host_delay_s": 0, "timeout_s": 5},
+                               "allow_networks": ["127.0.0.0/8"], "matcher": world.matcher})
+        crawl_in_process(world, config)
+    rows = world.sql("select id, title from sightings where page_url = %s", (page_url,))
+    assert rows, "the post's media was not streamed"
+    sighting_id, stored_title = rows[0]
+    assert stored_title == "[name] 유출 연락처 [phone] (benign fixture)"
+    assert set(world.sql("select kind, field from sighting_exposures where sighting_id = %s and case_id = %s",
+                         (sighting_id, CASE))) >= {("name", "title"), ("phone", "title")}
+    assert world.sql("select title from crawl_posts where job_id = 'crawl-exposed'") == [(stored_title,)]
+    assert {r[0] for r in world.sql("select post->>'title' from crawl_frontier where job_id = 'crawl-exposed'"
+                                    " and kind = 'media'")} == {stored_title}
+    dump = subprocess.run([str(SYSTEM_BINARIES / "pg_dump"), "--data-only", world.database_url],
+                          capture_output=True, text=True, check=True, timeout=120).stdout
+    for clear in ("김 지 영", "공일공-1234-5678", "1234-5678", "01012345678"):
+        assert clear not in dump, clear
