@@ -25,8 +25,10 @@ from clients.notices.mail import Sender, SmtpSettings
 from clients.notices.sites import load_sites
 from jiwoom.shared.web import Fetcher, FetchPolicy
 from server.config import Settings
+from server.matching.identifiers import IdentifierKey
 from server.service import MatchingService
 from server.storage.db import open_pool
+from server.storage.keys import KeyFileError, identifier_key_path, load_key_file
 from server.storage.store import Principal
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,17 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
     networks = tuple(n.strip() for n in settings.evidence.allow_networks.split(",") if n.strip())
     return FetchPolicy(max_bytes=settings.evidence.fetch_max_bytes, timeout_s=settings.evidence.fetch_timeout_s,
                        allow_networks=networks)
+
+
+def load_identifier_key(settings: Settings, *, warn: bool = True) -> IdentifierKey | None:
+    """The key of the cases' identifier digests, or None (logged, the path only) when there is none yet: the
+    service makes it with the first identifier recorded, and the worker never makes one itself."""
+    try:
+        return IdentifierKey(load_key_file(identifier_key_path(settings), "identifier key", create=False))
+    except (KeyFileError, OSError, ValueError) as error:
+        if warn:
+            log.warning("no identifier key, so screenshots hide only generic personal information: %s", error)
+        return None
 
 
 def sender(settings: Settings) -> Sender:
@@ -75,6 +88,8 @@ class Worker:
     vault: Vault = field(init=False)
     drafting: Drafting = field(init=False)
     _browser: Browser | None = field(default=None, init=False)
+    _identifier_key: IdentifierKey | None = field(default=None, init=False)
+    _identifier_key_missed: bool = field(default=False, init=False)  # warned once, not every pass
 
     def __post_init__(self) -> None:
         self.vault = open_vault(self.settings)
@@ -91,10 +106,18 @@ class Worker:
             self._browser.__exit__(None, None, None)
             self._browser = None
 
+    def identifier_key(self) -> IdentifierKey | None:
+        # Looked for again each pass until found: the service may make it after the worker started.
+        if self._identifier_key is None:
+            self._identifier_key = load_identifier_key(self.settings, warn=not self._identifier_key_missed)
+            self._identifier_key_missed = self._identifier_key is None
+        return self._identifier_key
+
     async def capture_pending(self, fetcher: Fetcher) -> dict[str, int]:
         with self.pool.connection() as conn:
             queued = enqueue_items(conn, self.vault)
             items = pending_items(conn, CAPTURE_BATCH)
+        identifier_key = self.identifier_key() if items else None
         captured = failed = 0
         security_txts: dict[str, str | None] = {}
         for item in items:
@@ -103,7 +126,8 @@ class Worker:
                     result = await capture_item(
                         item, conn=conn, vault=self.vault, fetcher=fetcher, browser=self.browser,
                         page_timeout_s=self.settings.evidence.page_timeout_s,
-                        max_height_px=self.settings.evidence.screenshot_max_height, security_txts=security_txts)
+                        max_height_px=self.settings.evidence.screenshot_max_height, security_txts=security_txts,
+                        identifier_key=identifier_key)
                     draft_for_item(conn, result, self.drafting)
                 captured += 1
             except Exception as error:

@@ -17,6 +17,7 @@ import signal
 import struct
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -72,6 +73,80 @@ scrollStep();
 """
 
 
+# The page's visible text, one string per text node (script, style and the like left out), kept in page order for
+# _BLUR_JS, which wraps the spans Python found in an element that hides them.
+_TEXT_NODES_JS = """
+const skip = new Set(["SCRIPT", "STYLE", "NOSCRIPT", "TEMPLATE", "TITLE", "HEAD"]);
+const nodes = [];
+const root = document.body || document.documentElement;
+if (root) {
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {acceptNode(node) {
+    const parent = node.parentElement;
+    return parent && !skip.has(parent.tagName) && node.data.trim() ? NodeFilter.FILTER_ACCEPT
+      : NodeFilter.FILTER_REJECT;
+  }});
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) { nodes.push(node); }
+}
+window.__jiwoomTextNodes = nodes;
+return nodes.map((node) => node.data);
+"""
+# arguments[0]: [node index, start, end] in UTF-16 units, each node's segments last first, so that wrapping one
+# leaves the offsets of those before it in the same node as they were. A solid box under a strong blur: nothing of
+# the glyphs is left to read or to sharpen back. Returns each box (page px) for the record and the tests.
+_BLUR_JS = """
+const nodes = window.__jiwoomTextNodes || [];
+const boxes = [];
+for (const [index, start, end] of arguments[0]) {
+  const node = nodes[index];
+  if (!node || !node.parentNode || end > node.data.length) { continue; }
+  const range = document.createRange();
+  range.setStart(node, start);
+  range.setEnd(node, end);
+  const box = document.createElement("span");
+  box.setAttribute("data-jiwoom-blurred", "");
+  box.style.cssText = "background:#000 !important;color:transparent !important;filter:blur(6px) !important;"
+    + "text-shadow:none !important;box-shadow:0 0 0 4px #000 !important;border-radius:2px !important;";
+  range.surroundContents(box);
+  for (const r of box.getClientRects()) {
+    boxes.push([r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]);
+  }
+}
+return boxes;
+"""
+Finder = Callable[[str], list[tuple[int, int]]]  # text -> spans (characters start..end) to blur
+
+
+def _blur_segments(texts: list[str], find: Finder) -> list[tuple[int, int, int]]:
+    """(node, start, end) of every span `find` finds in the text nodes, read together (a line break between two
+    nodes), so an identifier split over elements ("010-<b>1234</b>-5678") is found too. Offsets are UTF-16 code
+    units, as the DOM counts them; each node's segments come last first."""
+    joined = "\n".join(texts)
+    starts = []
+    at = 0
+    for text in texts:
+        starts.append(at)
+        at += len(text) + 1
+    segments: set[tuple[int, int, int]] = set()
+    for span_start, span_end in find(joined):
+        for index, (node_start, text) in enumerate(zip(starts, texts, strict=True)):
+            start, end = max(span_start, node_start), min(span_end, node_start + len(text))
+            if start < end:
+                local = text[:start - node_start], text[start - node_start:end - node_start]
+                first = _utf16_len(local[0])
+                segments.add((index, first, first + _utf16_len(local[1])))
+    merged: list[tuple[int, int, int]] = []
+    for index, start, end in sorted(segments):  # overlapping spans of one node would wrap half a box: merge them
+        if merged and merged[-1][0] == index and start <= merged[-1][2]:
+            merged[-1] = (index, merged[-1][1], max(end, merged[-1][2]))
+        else:
+            merged.append((index, start, end))
+    return sorted(merged, key=lambda s: (s[0], -s[1]))
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
 class BrowserError(RuntimeError):
     """The browser could not be started or could not capture the page."""
 
@@ -87,6 +162,7 @@ class Screenshot:
     height: int
     truncated: bool  # the page was taller than max_height_px (or wider than MAX_WIDTH_PX) and was cut
     load_complete: bool  # False when the load timed out and was stopped; the PNG shows what had rendered
+    blurred: tuple[tuple[float, float, float, float], ...] = ()  # boxes (x, y, width, height, page px) hidden
 
 
 def _png_size(png: bytes) -> tuple[int, int]:
@@ -212,8 +288,12 @@ class Browser:
 
     # --- capture ----------------------------------------------------------------------------------------------
 
-    def screenshot(self, url: str, *, timeout_s: float = 30.0, max_height_px: int = 16384) -> Screenshot:
+    def screenshot(self, url: str, *, timeout_s: float = 30.0, max_height_px: int = 16384,
+                   blur: Finder | None = None) -> Screenshot:
         """Load ``url`` and capture the whole page (up to ``max_height_px`` tall) as a PNG.
+
+        ``blur``: finds the spans of the page's text to hide (a victim's personal information); they are covered
+        in the DOM before the screenshot, so the PNG never holds them legibly.
 
         A page still loading after the page-load timeout is stopped (``window.stop()``) and captured as it
         rendered, with ``load_complete=False``. If the browser turns out to have died, it is restarted and the
@@ -222,7 +302,7 @@ class Browser:
         if not self._alive():
             self.restart()
         try:
-            return self._capture(url, timeout_s, max_height_px)
+            return self._capture(url, timeout_s, max_height_px, blur)
         except WebDriverException as exc:
             if not _session_dead(exc):
                 raise BrowserError(f"capture of {url} failed: {exc.msg or exc}") from exc
@@ -230,11 +310,11 @@ class Browser:
             pass  # the driver process went away mid-call
         self.restart()
         try:
-            return self._capture(url, timeout_s, max_height_px)
+            return self._capture(url, timeout_s, max_height_px, blur)
         except (WebDriverException, urllib3.exceptions.HTTPError, ConnectionError) as exc:
             raise BrowserError(f"capture of {url} failed after restarting the browser: {exc}") from exc
 
-    def _capture(self, url: str, timeout_s: float, max_height_px: int) -> Screenshot:
+    def _capture(self, url: str, timeout_s: float, max_height_px: int, blur: Finder | None) -> Screenshot:
         driver = self._driver
         assert driver is not None
         deadline = time.monotonic() + timeout_s
@@ -253,10 +333,17 @@ class Browser:
             # A page that blocks its event loop past the budget is captured as it is.
             with contextlib.suppress(TimeoutException):
                 driver.execute_async_script(_SETTLE_JS, settle_ms, max_height_px)
+        boxes: list[list[float]] = []
+        if blur is not None:  # after settling, so text that lazy loading brought in is covered too
+            texts = driver.execute_script(_TEXT_NODES_JS) or []
+            segments = _blur_segments([str(t) for t in texts], blur)
+            if segments:
+                boxes = driver.execute_script(_BLUR_JS, [list(s) for s in segments]) or []
         png, truncated = self.capture_page(max_height_px)
         png_width, png_height = _png_size(png)
         return Screenshot(png=png, title=driver.title, final_url=driver.current_url, width=png_width,
-                          height=png_height, truncated=truncated, load_complete=load_complete)
+                          height=png_height, truncated=truncated, load_complete=load_complete,
+                          blurred=tuple((float(x), float(y), float(w), float(h)) for x, y, w, h in boxes))
 
     @property
     def driver(self) -> webdriver.Chrome:

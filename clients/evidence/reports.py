@@ -61,7 +61,7 @@ class MatchExplanation:
 @dataclass(frozen=True)
 class ReportItem:
     item_id: int
-    reason: str  # "match" or "under_19"
+    reason: str  # "match", "under_19" or "personal_info"
     case_id: str | None
     site: str
     page_url: str
@@ -77,6 +77,8 @@ class ReportItem:
     matches: list[MatchExplanation]
     log_seq: int  # position in the hash-chained evidence log
     log_entry_hash: str  # hex
+    exposed: tuple[str, ...] = ()  # kinds of personal information the post shows (never values)
+    screenshot_blurred: bool = False  # the capture covered that information in the page before the screenshot
 
 
 # --- labels ------------------------------------------------------------------------------------------------------
@@ -103,6 +105,24 @@ _LABELS: dict[str, tuple[str, str]] = {
     "col_case": ("사건", "Case"),
     "reason_match": ("참조 일치", "Reference match"),
     "reason_under_19": ("19세 미만 추정 (확인 필요)", "Estimated under 19 (needs a check)"),
+    "reason_personal_info": ("개인정보 노출: {kinds}", "Personal information exposed: {kinds}"),
+    "exposed": ("노출된 개인정보", "Personal information shown"),
+    "exposed_blurred": ("{kinds} (스크린샷에서 가림)", "{kinds} (covered in the screenshot)"),
+    "exposed_plain": ("{kinds}", "{kinds}"),
+    "exposed_name": ("이름", "name"),
+    "exposed_phone": ("전화번호", "phone number"),
+    "exposed_handle": ("SNS 계정", "social media handle"),
+    "exposed_email": ("이메일 주소", "e-mail address"),
+    "exposed_place": ("학교·직장", "school or workplace"),
+    "exposed_rrn": ("주민등록번호", "resident registration number"),
+    "exposed_messenger": ("메신저 ID", "messenger ID"),
+    "why_personal_info": (
+        "이 항목은 게시물(제목, 글 또는 이미지 속 글자)이 피해자의 식별정보나 누구의 것이든 개인정보의 일반 "
+        "패턴을 드러내어 표시되었습니다. 값은 저장하지 않으며 종류만 기록합니다.",
+        "This item was flagged because the post (its title, text or the text in its images) shows a victim's "
+        "recorded identifiers or a generic pattern of anyone's personal information. Only the kinds are recorded, "
+        "never the values.",
+    ),
     "item_heading": ("항목 {n}/{total} · {reason} · ID {item_id}", "Item {n} of {total} · {reason} · ID {item_id}"),
     "case": ("사건 ID", "Case ID"),
     "site": ("사이트", "Site"),
@@ -391,19 +411,35 @@ def _item_rows(item: ReportItem, lang: str) -> list[tuple[str, str]]:
         ("captured_kst", _kst(item.captured_at)),
         ("http_status", str(item.page_status)),
         ("media_match", _t(matched, lang)),
-    ]
+    ] + ([("exposed", _t("exposed_blurred" if item.screenshot_blurred else "exposed_plain", lang,
+                         kinds=_kinds(item.exposed, lang)))] if item.exposed else [])
+
+
+def _kinds(kinds: tuple[str, ...], lang: str) -> str:
+    """The kinds of personal information in the language; an unknown kind by its name, never anything else."""
+    return ", ".join(_t(f"exposed_{k}", lang) if f"exposed_{k}" in _LABELS else _clean(k, lang) for k in kinds)
+
+
+def _reason(item: ReportItem, lang: str) -> str:
+    if item.reason == "personal_info":
+        return _t("reason_personal_info", lang, kinds=_kinds(item.exposed, lang) or _t("unknown", lang))
+    return _t("reason_under_19" if item.reason == "under_19" else "reason_match", lang)
+
+
+def _why(item: ReportItem) -> str:
+    return {"under_19": "why_under_19", "personal_info": "why_personal_info"}.get(item.reason, "why_match")
 
 
 def _item_blocks(n: int, total: int, item: ReportItem, lang: str, reveal: bool) -> list[_Block]:
-    reason = _t("reason_under_19" if item.reason == "under_19" else "reason_match", lang)
+    reason = _reason(item, lang)
     blocks = [
         _Block("page_break"),
         _Block("heading", _t("item_heading", lang, n=n, total=total, reason=reason, item_id=item.item_id)),
         _Block("rows", rows=tuple(_item_rows(item, lang))),
         _Block("heading", _t("why", lang)),
-        _Block("text", _t("why_under_19" if item.reason == "under_19" else "why_match", lang)),
+        _Block("text", _t(_why(item), lang)),
     ]
-    if not item.matches:
+    if not item.matches and item.reason != "personal_info":
         blocks.append(_Block("note", _t("no_matches", lang)))
     for i, match in enumerate(item.matches, 1):
         blocks += _match_blocks(i, match, lang)
@@ -476,7 +512,7 @@ def _document_blocks(
             (
                 str(n),
                 str(item.item_id),
-                _t("reason_under_19" if item.reason == "under_19" else "reason_match", lang),
+                _reason(item, lang),
                 _clean(item.site, lang, limit=80),
                 _clean(item.case_id, lang, limit=80) if item.case_id else "—",
             )

@@ -51,7 +51,7 @@ def matches_to_queue(conn: Connection, limit: int) -> list[MatchToQueue]:
         "select m.sighting_id, m.reference_id, r.case_id, bool_or(m.under_19), s.page_url, s.url"
         " from matches m join reference_media r on r.id = m.reference_id join sightings s on s.id = m.sighting_id"
         " where m.sighting_id is not null and not exists (select 1 from evidence_items e"
-        "   where e.sighting_id = m.sighting_id and e.reference_id = m.reference_id)"
+        "   where e.sighting_id = m.sighting_id and e.reference_id = m.reference_id and e.reason = 'match')"
         " group by m.sighting_id, m.reference_id, r.case_id, s.page_url, s.url order by m.sighting_id limit %s",
         (limit,)).fetchall()
     return [MatchToQueue(*row) for row in rows]
@@ -61,14 +61,66 @@ def youth_sightings_to_queue(conn: Connection, limit: int) -> list[SightingToQue
     """Up to `limit` suspected sightings flagged under 19 without an under-19 item, in id order."""
     rows = conn.execute(
         "select s.id, s.page_url, s.url from sightings s where s.youth_faces > 0 and s.suspected"
-        " and not exists (select 1 from evidence_items e where e.sighting_id = s.id and e.reference_id is null)"
+        " and not exists (select 1 from evidence_items e where e.sighting_id = s.id and e.reason = 'under_19')"
         " order by s.id limit %s", (limit,)).fetchall()
     return [SightingToQueue(*row) for row in rows]
 
 
+@dataclass(frozen=True)
+class ExposureToQueue:
+    """A sighting that exposes personal information of one case (or, `case_id` None, generic patterns such as
+    anyone's phone number) and no personal-information item for that case yet."""
+
+    sighting_id: int
+    case_id: str | None
+    kinds: tuple[str, ...]
+    page_url: str
+    url: str
+
+
+def exposures_to_queue(conn: Connection, limit: int) -> list[ExposureToQueue]:
+    """Up to `limit` (sighting, case) exposures without a personal_info item, in sighting order."""
+    rows = conn.execute(
+        "select x.sighting_id, x.case_id, array_agg(distinct x.kind order by x.kind), s.page_url, s.url"
+        " from sighting_exposures x join sightings s on s.id = x.sighting_id"
+        " where not exists (select 1 from evidence_items e where e.sighting_id = x.sighting_id"
+        "   and e.reason = 'personal_info' and e.case_id is not distinct from x.case_id)"
+        " group by x.sighting_id, x.case_id, s.page_url, s.url order by x.sighting_id, x.case_id nulls last"
+        " limit %s", (limit,)).fetchall()
+    return [ExposureToQueue(sighting_id, case_id, tuple(kinds), page_url, url)
+            for sighting_id, case_id, kinds, page_url, url in rows]
+
+
+def exposed_kinds(conn: Connection, sighting_id: int, case_id: str | None) -> tuple[list[str], list[str]]:
+    """(kinds of `case_id`'s identifiers, kinds of generic patterns) a sighting exposes, each sorted. Another
+    case's identifiers are not this item's business."""
+    rows = conn.execute(
+        "select distinct case_id is null, kind from sighting_exposures where sighting_id = %s"
+        " and (case_id is null or case_id = %s) order by 1, 2", (sighting_id, case_id)).fetchall()
+    return [k for generic, k in rows if not generic], [k for generic, k in rows if generic]
+
+
+def items_exposed_kinds(conn: Connection, item_ids: list[int]) -> dict[int, list[str]]:
+    """item id -> the kinds its sighting exposes (the item's case's and generic ones), sorted; items whose
+    sighting exposes nothing are left out."""
+    rows = conn.execute(
+        "select e.id, array_agg(distinct x.kind order by x.kind) from evidence_items e"
+        " join sighting_exposures x on x.sighting_id = e.sighting_id"
+        " and (x.case_id is null or x.case_id = e.case_id) where e.id = any(%s) group by e.id",
+        (item_ids,)).fetchall()
+    return {item_id: list(kinds) for item_id, kinds in rows}
+
+
+def case_identifier_digests(conn: Connection, case_id: str) -> dict[bytes, str]:
+    """A case's recorded identifiers: digest -> kind (the values themselves are never stored)."""
+    rows = conn.execute("select digest, kind from case_identifiers where case_id = %s", (case_id,)).fetchall()
+    return {bytes(digest): kind for digest, kind in rows}
+
+
 def insert_item(conn: Connection, *, case_id: str | None, reference_id: int | None, sighting_id: int, reason: str,
                 under_19: bool, site: str, priority: int, wrapped_key: bytes) -> bool:
-    """A new evidence item; False when one for the same sighting and reference exists already (left as it is)."""
+    """A new evidence item; False when one for the same sighting, reference, reason and case exists already (left
+    as it is)."""
     row = conn.execute(
         "insert into evidence_items (case_id, reference_id, sighting_id, reason, under_19, site, priority,"
         " wrapped_key) values (%s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing returning id",

@@ -1,7 +1,8 @@
 """The evidence writer: turns matches into captured, encrypted, hash-chained evidence items.
 
-1. `enqueue_items` makes an item for each (sighting, reference) match and for each suspected sighting with a face
-   flagged under 19, and marks earlier items of the same reference as re-uploaded (a new sighting reopens them).
+1. `enqueue_items` makes an item for each (sighting, reference) match, for each suspected sighting with a face
+   flagged under 19, and for each (sighting, case) whose post exposes personal information (case None: generic
+   patterns), and marks earlier items of the same reference as re-uploaded (a new sighting reopens them).
 2. `capture_item` fetches the page and the media (guarded fetcher), screenshots the page in headless Chromium,
    writes a WARC of the exchanges, and stores screenshot, WARC, media and a metadata record encrypted with the
    item's key, with one 'capture' entry in the evidence log, in one transaction.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +34,9 @@ from clients.evidence.store import (
     artefact_kinds,
     capture_log_payloads,
     captured_log_entry,
+    case_identifier_digests,
+    exposed_kinds,
+    exposures_to_queue,
     insert_item,
     item_matches,
     mark_reuploaded,
@@ -46,9 +51,13 @@ from clients.evidence.store import (
 from clients.evidence.vault import Vault, artefact_context, decrypt, encrypt
 from jiwoom.shared.times import KST
 from jiwoom.shared.web import Fetched, Fetcher, FetchRefused, site_of, url_allowed
+from server.matching.identifiers import IdentifierKey, generic_found, redacted
 from server.storage import chain
 
 PRIORITY_UNDER_19 = 100  # Korean law lets the centre act on these without a victim's request: they go first
+# A post showing a victim's name or phone number invites contact and harassment now, on top of the imagery: ahead
+# of plain matches, but behind the under-19 items, which the law lets the centre act on alone.
+PRIORITY_PERSONAL_INFO = 50
 PRIORITY_MATCH = 10
 ENQUEUE_BATCH = 500
 TOOL = "jiwoom-evidence/0.1"
@@ -70,15 +79,26 @@ def enqueue_items(conn: Connection, vault: Vault) -> int:
     for sighting in youth_sightings_to_queue(conn, ENQUEUE_BATCH):
         created += _insert_item(conn, vault, sighting_id=sighting.sighting_id, reference_id=None, case_id=None,
                                 reason="under_19", under_19=True, site=site_of(sighting.page_url or sighting.url))
+    # Posts that expose personal information (the service recorded the kinds, never the values): one item per
+    # case, beside any match item of the same sighting, so the notice asks for that removal too.
+    for exposure in exposures_to_queue(conn, ENQUEUE_BATCH):
+        created += _insert_item(conn, vault, sighting_id=exposure.sighting_id, reference_id=None,
+                                case_id=exposure.case_id, reason="personal_info", under_19=False,
+                                site=site_of(exposure.page_url or exposure.url))
     return created
+
+
+def _priority(reason: str, under_19: bool) -> int:
+    if under_19:
+        return PRIORITY_UNDER_19
+    return PRIORITY_PERSONAL_INFO if reason == "personal_info" else PRIORITY_MATCH
 
 
 def _insert_item(conn: Connection, vault: Vault, *, sighting_id: int, reference_id: int | None,
                  case_id: str | None, reason: str, under_19: bool, site: str) -> int:
     _, wrapped = vault.new_item_key()
     return int(insert_item(conn, case_id=case_id, reference_id=reference_id, sighting_id=sighting_id, reason=reason,
-                           under_19=under_19, site=site, priority=PRIORITY_UNDER_19 if under_19 else PRIORITY_MATCH,
-                           wrapped_key=wrapped))
+                           under_19=under_19, site=site, priority=_priority(reason, under_19), wrapped_key=wrapped))
 
 
 def pending_items(conn: Connection, limit: int) -> list[PendingItem]:
@@ -88,12 +108,41 @@ def pending_items(conn: Connection, limit: int) -> list[PendingItem]:
 
 def match_explanations(conn: Connection, sighting_id: int, reference_id: int | None) -> list[MatchRecord]:
     """The stored matches behind an item, as plain data for the metadata record and the reports."""
-    if reference_id is None:  # an under-19 item has no reference, so no matches
+    if reference_id is None:  # under-19 and personal-information items have no reference, so no matches
         return []
     return item_matches(conn, sighting_id, reference_id)
 
 
 # -- capture -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """What an item's page exposes (kinds only) and how to find it in the page's text to blur it."""
+
+    kinds: list[str]  # sorted, the item's case's and generic ones
+    find: Callable[[str], list[tuple[int, int]]] | None  # None: nothing exposed, nothing to blur
+    case_blurred: bool  # False when the case's identifiers could not be looked for (no identifier key)
+
+
+def item_exposure(conn: Connection, item: PendingItem, identifier_key: IdentifierKey | None) -> Exposure:
+    """The item's sighting's exposures and a finder of their spans. Once a sighting exposes anything, generic
+    patterns are blurred whatever the kinds recorded: a phone number beside a victim's name is hers until shown
+    otherwise, and blurring too much costs the evidence nothing (the WARC keeps the page as served)."""
+    case_kinds, generic_kinds = exposed_kinds(conn, item.sighting_id, item.case_id)
+    kinds = sorted(set(case_kinds) | set(generic_kinds))
+    if not kinds:
+        return Exposure([], None, True)
+    recorded = case_identifier_digests(conn, item.case_id) if case_kinds and item.case_id else {}
+    key = identifier_key if recorded else None
+
+    def find(text: str) -> list[tuple[int, int]]:
+        spans = [span for _, span in generic_found(text)]
+        if key is not None:
+            spans += [span for _, span in key.find(text, recorded)]
+        return spans
+
+    return Exposure(kinds, find, case_blurred=not case_kinds or key is not None)
 
 
 @dataclass(frozen=True)
@@ -119,17 +168,24 @@ async def _fetch(fetcher: Fetcher, url: str, errors: list[str]) -> Fetched | Non
 
 async def capture_item(item: PendingItem, *, conn: Connection, vault: Vault, fetcher: Fetcher, browser: Browser,
                        page_timeout_s: float, max_height_px: int,
-                       security_txts: dict[str, str | None] | None = None) -> Captured:
+                       security_txts: dict[str, str | None] | None = None,
+                       identifier_key: IdentifierKey | None = None) -> Captured:
     """Capture one item and store it (encrypted, logged) in the caller's transaction. `security_txts` caches each
-    site's security.txt across the items of one pass, so a burst from one site asks for it once."""
+    site's security.txt across the items of one pass, so a burst from one site asks for it once. When the item's
+    sighting exposes personal information, the screenshot hides it (the case's identifiers need
+    `identifier_key`; without it only generic patterns are hidden)."""
     page_url = item.page_url or item.url
     errors: list[str] = []
     page, media = await asyncio.gather(_fetch(fetcher, page_url, errors), _fetch(fetcher, item.url, errors))
     # Chromium does its own networking, past the fetcher's guard: never hand it an address the policy refuses.
     if not await url_allowed(page_url, fetcher.policy):
         raise FetchRefused(f"page address not allowed, not opened in the browser: {page_url}")
+    exposure = item_exposure(conn, item, identifier_key)
     shot = await asyncio.to_thread(browser.screenshot, page_url, timeout_s=page_timeout_s,
-                                   max_height_px=max_height_px)
+                                   max_height_px=max_height_px, blur=exposure.find)
+    # The browser's title is the page's own, not the service's redacted one: never record a value from it.
+    browser_title = redacted(shot.title, [("hidden", s) for s in exposure.find(shot.title)]) if exposure.find \
+        else shot.title
     captured_at = datetime.now(UTC)
     exchanges = [f for f in (page, media) if f is not None]
     warc = build_warc(exchanges, warcinfo={"software": TOOL, "description": f"jiwoom evidence item {item.id}"})
@@ -147,8 +203,10 @@ async def capture_item(item: PendingItem, *, conn: Connection, vault: Vault, fet
         "media_sha256": media_sha256,
         "media_sha256_matches": (media_sha256 == item.content_sha256.hex()) if media_sha256 and
         item.content_sha256 else None,
-        "browser_title": shot.title, "browser_final_url": shot.final_url,
+        "browser_title": browser_title, "browser_final_url": shot.final_url,
         "screenshot_truncated": shot.truncated, "page_load_complete": shot.load_complete,
+        "exposed": exposure.kinds, "screenshot_blurred": bool(shot.blurred),
+        "blurred_spans": len(shot.blurred), "case_identifiers_blurred": exposure.case_blurred,
         "fetch_errors": errors, "matches": match_explanations(conn, item.sighting_id, item.reference_id),
         "tool": TOOL,
     }
@@ -259,5 +317,6 @@ def report_items(conn: Connection, vault: Vault, item_ids: list[int]) -> list[Re
             captured_at=datetime.fromisoformat(meta["captured_at_utc"]), page_status=meta.get("page_status") or 0,
             media_sha256_matches=meta.get("media_sha256_matches"),
             screenshot_png=read_artefact(conn, vault, item_id, "screenshot"), artefacts=artefacts, matches=matches,
-            log_seq=logged.log_seq, log_entry_hash=logged.log_entry_hash.hex()))
+            log_seq=logged.log_seq, log_entry_hash=logged.log_entry_hash.hex(),
+            exposed=tuple(meta.get("exposed", ())), screenshot_blurred=bool(meta.get("screenshot_blurred"))))
     return items
