@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
+from clients.evidence.store import items_exposed_kinds
 from clients.evidence.writer import Captured
 from clients.notices.contacts import choose_contact
 from clients.notices.language import guess_language
@@ -103,12 +104,26 @@ def draft_for_item(conn: Connection, captured: Captured, drafting: Drafting) -> 
 
 
 def notice_items(conn: Connection, notice_id: int) -> list[NoticeItem]:
-    """The notice's items as the notice text quotes them, in id order."""
+    """The notice's items as the notice text quotes them, in id order. A post that is both a match and an
+    exposure of personal information has two items (one per reason) but is one post to take down: quoted once,
+    as a match (the stronger ground), with the kinds it exposes and the first captured item's hashes."""
     rows = item_sightings(conn, notice_id)
-    hashes = quoted_hashes(conn, [r.item_id for r in rows])
-    return [NoticeItem(page_url=r.page_url or r.url, media_url=r.url, title=r.title, posted_at=r.posted_at,
-                       captured_at=r.captured_at, hashes=hashes.get(r.item_id, {}))
-            for r in rows]
+    ids = [r.item_id for r in rows]
+    hashes = quoted_hashes(conn, ids)
+    exposed = items_exposed_kinds(conn, ids)
+    by_sighting: dict[int, NoticeItem] = {}
+    for r in rows:
+        item = NoticeItem(page_url=r.page_url or r.url, media_url=r.url, title=r.title, posted_at=r.posted_at,
+                          captured_at=r.captured_at, hashes=hashes.get(r.item_id, {}), reason=r.reason,
+                          exposed=tuple(exposed.get(r.item_id, ())))
+        seen = by_sighting.get(r.sighting_id)
+        if seen is None:
+            by_sighting[r.sighting_id] = item
+            continue
+        by_sighting[r.sighting_id] = replace(
+            seen, reason=seen.reason if seen.reason != "personal_info" else item.reason,
+            exposed=tuple(sorted(set(seen.exposed) | set(item.exposed))), hashes=seen.hashes or item.hashes)
+    return list(by_sighting.values())
 
 
 def render_texts(conn: Connection, notice_id: int, drafting: Drafting) -> None:

@@ -25,6 +25,11 @@ __all__ = [
 ]
 
 KINDS = ("ncii", "youth")
+EXPOSED_KINDS = ("name", "phone", "handle", "email", "place", "rrn", "messenger")  # as sighting_exposures has them
+# Where the GDPR applies (the EU and the rest of the EEA): its art. 17 right to erasure is the removal ground there.
+GDPR_JURISDICTIONS = frozenset({
+    "EU", "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "EL", "HU", "IE", "IT", "LV", "LT",
+    "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO"})
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,9 @@ class NoticeItem:
     posted_at: datetime | None
     captured_at: datetime
     hashes: dict[str, str]  # artefact kind ("screenshot", "warc", "media") -> sha256 hex
-
+    # "match" (the victim's imagery), "under_19", or "personal_info": a post that only exposes personal information
+    reason: str = "match"
+    exposed: tuple[str, ...] = ()  # kinds of personal information the post shows (EXPOSED_KINDS), never values
 
 
 _HASH_ORDER = ("screenshot", "warc", "media")
@@ -87,8 +94,10 @@ def render_notice(language: str, site: Site, items: list[NoticeItem], *, kind: s
     """(subject, body) of a plain-text takedown notice for `items` on `site`, in `language`.
 
     kind is "ncii" (intimate imagery shared without consent) or "youth" (content that appears to depict a minor);
-    jurisdiction "KR" cites Korean law, anything else the host's own policies. Raises ValueError on an unknown
-    language or kind, a malformed hash, a naive datetime, or a template error.
+    jurisdiction "KR" cites Korean law, anything else the host's own policies. Items that expose personal
+    information add a request for its removal (Korea: Network Act art. 44-2; the GDPR's art. 17 in the EEA),
+    naming the kinds found, never their values; a notice of such items alone claims no intimate imagery. Raises
+    ValueError on an unknown language or kind, a malformed hash, a naive datetime, or a template error.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -100,6 +109,14 @@ def render_notice(language: str, site: Site, items: list[NoticeItem], *, kind: s
     template = load_template(language, templates_dir)
     where = f"{language}.yaml"
     labels = template["labels"]
+
+    def kind_names(kinds: list[str] | tuple[str, ...]) -> str:
+        unknown = [k for k in kinds if k not in EXPOSED_KINDS]
+        if unknown:
+            raise ValueError(f"unknown kinds of personal information: {', '.join(unknown)}")
+        ordered = sorted(set(kinds), key=EXPOSED_KINDS.index)
+        return str(labels["list_separator"]).join(labels[f"exposed_{k}"] for k in ordered)
+
     prepared = []
     for number, item in enumerate(items, start=1):
         hashes = []
@@ -121,6 +138,7 @@ def render_notice(language: str, site: Site, items: list[NoticeItem], *, kind: s
             else labels["unknown"],
             "captured": _format_time(_aware(item.captured_at, f"item {number} captured_at"), labels, where),
             "hashes": hashes,
+            "exposed": kind_names(item.exposed),
         })
     context: dict[str, Any] = {
         "kind": kind,
@@ -133,9 +151,19 @@ def render_notice(language: str, site: Site, items: list[NoticeItem], *, kind: s
         "items": prepared,
         "count": len(prepared),
         "L": labels,
+        # False when every item only exposes personal information: the notice must not claim intimate imagery
+        "matched": kind == "youth" or any(item.reason != "personal_info" for item in items),
+        "exposed": kind_names([k for item in items for k in item.exposed]),
     }
     legal_key = f"legal_{'kr' if context['jurisdiction'] == 'KR' else 'abroad'}_{kind}"
-    context["legal"] = _render(template[legal_key], context, f"{where} {legal_key}").strip()
+    legal = [_render(template[legal_key], context, f"{where} {legal_key}").strip()] if context["matched"] else []
+    if context["exposed"]:
+        privacy_key = ("privacy_kr" if context["jurisdiction"] == "KR" else
+                       "privacy_eu" if context["jurisdiction"] in GDPR_JURISDICTIONS else "privacy_abroad")
+        legal.append(_render(template[privacy_key], context, f"{where} {privacy_key}").strip())
+    if not legal:
+        raise ValueError("a notice of personal information needs at least one item that exposes some")
+    context["legal"] = "\n\n".join(legal)
     subject = _one_line(_render(template["subject"], context, f"{where} subject"), 900)
     body = _render(template["body"], context, f"{where} body").strip() + "\n"
     return subject, body

@@ -109,12 +109,15 @@ class ItemSighting:
     title: str
     posted_at: datetime | None
     captured_at: datetime | None
+    reason: str
+    sighting_id: int
 
 
 def item_sightings(conn: Connection, notice_id: int) -> list[ItemSighting]:
     """The notice's items with their sightings, in id order."""
     rows = conn.execute(
-        "select e.id, s.page_url, s.url, s.title, s.posted_at, e.captured_at from notice_items ni"
+        "select e.id, s.page_url, s.url, s.title, s.posted_at, e.captured_at, e.reason, e.sighting_id"
+        " from notice_items ni"
         " join evidence_items e on e.id = ni.item_id join sightings s on s.id = e.sighting_id"
         " where ni.notice_id = %s order by e.id", (notice_id,)).fetchall()
     return [ItemSighting(*row) for row in rows]

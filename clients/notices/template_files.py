@@ -21,9 +21,11 @@ LANGUAGES = ("ko", "en", "zh", "ja", "ru", "vi", "es")
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 _LANG_CODE_RE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
 _TEMPLATE_KEYS = ("subject", "body", "legal_kr_ncii", "legal_kr_youth", "legal_abroad_ncii", "legal_abroad_youth",
-                  "labels")
+                  "privacy_kr", "privacy_eu", "privacy_abroad", "labels")
 _LABEL_KEYS = ("page_url", "media_url", "title", "posted", "captured", "hashes", "hash_screenshot", "hash_warc",
-               "hash_media", "hash_other", "untitled", "unknown", "datetime_format")
+               "hash_media", "hash_other", "untitled", "unknown", "datetime_format", "exposed", "list_separator",
+               "exposed_name", "exposed_phone", "exposed_handle", "exposed_email", "exposed_place", "exposed_rrn",
+               "exposed_messenger")
 
 
 def available_languages(templates_dir: Path | None = None) -> list[str]:
