@@ -10,6 +10,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 
 from clients.console.context import current_console, grpc_failure, officer, t
 from clients.console.store import QUEUE_STATES, case_item_ids, case_references, case_summaries, queue_page, sightings
+from server.matching.identifiers import KINDS as IDENTIFIER_KINDS
 
 blueprint = Blueprint("cases", __name__)
 CASE_ITEMS_SHOWN = 200
@@ -48,12 +49,33 @@ def case_page(case_id: str, uploads: list[dict[str, Any]] | None = None, status:
         hit_ids = [m["sighting_id"] for u in uploads or [] for m in u.get("hits", []) if m.get("sighting_id")]
         hit_sightings = sightings(conn, hit_ids) if hit_ids else {}
     return render_template("case.html", case=found[0], references=refs, items=items, uploads=uploads or [],
-                           hit_sightings=hit_sightings), status
+                           hit_sightings=hit_sightings, identifier_kinds=IDENTIFIER_KINDS), status
 
 
 @blueprint.get("/cases/<case_id>")
 def case(case_id: str) -> Any:
     return case_page(case_id)
+
+
+@blueprint.post("/cases/<case_id>/identifiers")
+def case_identifiers(case_id: str) -> Any:
+    """A victim's identifier for the Matcher to look for in crawled posts. The value goes to the service and
+    nowhere else: never flashed, logged or put back in the form; the service stores only its digest."""
+    kind = request.form.get("kind", "")
+    value = request.form.get("value", "").strip()
+    back = redirect(url_for("cases.case", case_id=case_id))
+    if kind not in IDENTIFIER_KINDS or not value or len(value) > 200:
+        flash(t("identifier_invalid"), "error")
+        return back
+    try:
+        added = officer().client.record_identifiers(case_id, [(kind, value)])
+    except grpc.RpcError as error:
+        # Not grpc_failure: the service's details might quote what was sent, and the page never shows values.
+        code = error.code().name if hasattr(error, "code") else "UNKNOWN"
+        flash(t("identifier_failed", code=code), "error")
+        return back
+    flash(t("identifier_recorded" if added else "identifier_known", kind=t(f"exposed_{kind}")), "ok")
+    return back
 
 
 @blueprint.post("/cases/<case_id>/forget")

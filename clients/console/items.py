@@ -79,8 +79,10 @@ def decide(item_id: int) -> Any:
             blocked = withdrawal_blocked_by(conn, item_id) if decision == "reject" else None
         if blocked is not None:
             raise NoticeError(t("reject_blocked", id=item_id, notice=blocked))
-        if decision == "reject" and target.case_id is not None and target.review_state != "rejected":
-            # Not this victim: into this case's negative bank, so the same media never matches the case again.
+        if decision == "reject" and target.case_id is not None and target.review_state != "rejected" \
+                and target.reason == "match":
+            # Not this victim: into this case's negative bank, so the same media never matches the case again. A
+            # personal-information item rejected says nothing about the media, so it stays out of that bank.
             session.client.mark_benign(sighting_id=target.sighting_id, case_id=target.case_id,
                                        note=f"rejected in review (item {item_id})")
         with console.pool.connection() as conn:

@@ -17,6 +17,8 @@ from typing import Any, TypedDict, cast
 
 from psycopg import Connection
 
+from clients.evidence.store import items_exposed_kinds
+
 # The queue's tabs and the review states each shows.
 QUEUE_STATES: dict[str, tuple[str, ...]] = {
     "open": ("new", "escalated"), "confirmed": ("confirmed",), "rejected": ("rejected",),
@@ -90,6 +92,7 @@ class ItemView:
     seen_at: datetime
     matches: list[MatchView] = field(default_factory=list)
     notices: list[ItemNotice] = field(default_factory=list)
+    exposed: list[str] = field(default_factory=list)  # kinds of personal information the post shows, no values
 
 
 _MATCH_KEYS = ("signal", "score", "threshold", "reference_id", "reference_start_s", "reference_end_s",
@@ -98,7 +101,7 @@ _MATCH_KEYS = ("signal", "score", "threshold", "reference_id", "reference_start_
 
 
 def _attach(conn: Connection, items: list[ItemView]) -> list[ItemView]:
-    """Each item's matches (the explanation) and notices (the evidence status)."""
+    """Each item's matches (the explanation), notices (the evidence status) and exposed personal information."""
     by_id = {item.id: item for item in items}
     if not by_id:
         return items
@@ -114,6 +117,8 @@ def _attach(conn: Connection, items: list[ItemView]) -> list[ItemView]:
             "select ni.item_id, n.id, n.reference, n.state from notice_items ni join notices n on n.id = ni.notice_id"
             " where ni.item_id = any(%s) order by n.id", (list(by_id),)):
         by_id[item_id].notices.append(ItemNotice(id=notice_id, reference=reference, state=state))
+    for item_id, kinds in items_exposed_kinds(conn, list(by_id)).items():
+        by_id[item_id].exposed = kinds
     return items
 
 
