@@ -24,7 +24,7 @@ import yaml
 
 from bench import transforms
 from bench.fixture_boards import Planted, plant_boards
-from bench.fixture_site import FixtureSite
+from bench.fixture_site import FixtureSite, korean_post_page
 from jiwoom.api.client import MatcherClient, open_channel
 from server.app import running_service
 from server.config import ServiceSettings, Settings
@@ -215,31 +215,44 @@ def test_search_endpoints_bring_in_new_sites(world: World, corpus: Path) -> None
 
 
 def test_a_victims_personal_information_in_a_crawled_post_is_flagged_and_kept_only_redacted(world: World) -> None:
-    """A post on a board shows a case's name spaced out and its phone in Hangul digits: the sighting records the
-    exposures, and neither the service's tables nor the crawl's keep the values in clear (a pg_dump says so)."""
+    """A post on a board shows a case's name spaced out in its title, typed apart in jamo in its body, and the
+    phone in Hangul digits in the title and in a caption on its picture: the sighting records each exposure, and
+    neither the service's tables nor the crawl's keep the values in clear (a pg_dump says so)."""
+    from PIL import ImageDraw, ImageFont
+
     from ingest.config import parse_config
 
     world.case_system.record_identifiers(CASE, [("name", "김지영"), ("phone", "010-1234-5678")])
     with FixtureSite() as board:
         _, path = next((n, p) for n, p in world.planted.references.items() if p.suffix == ".jpg")
-        copy = transforms.encode(transforms.border(transforms.load(path)), "JPEG", 85)
+        image = transforms.load(path).copy()
+        draw = ImageDraw.Draw(image)
+        size = max(18, image.height // 12)
+        font = ImageFont.truetype("/usr/share/fonts/truetype/nanum/NanumGothicBold.ttf", size)
+        top = round(image.height * 0.62)
+        draw.rectangle((0, top - size * 0.4, image.width, top + size * 1.6), fill="white")
+        draw.text((size, top), "010-1234-5678", font=font, fill="black")
         title = "김 지 영 유출 연락처 공일공-1234-5678 (benign fixture)"
-        publish_post(board, "/board/9", "/img/9.jpg", copy, title=title)
+        board.put("/img/9.jpg", transforms.encode(image, "JPEG", 90), content_type="image/jpeg")
+        board.put("/board/9", korean_post_page(title, "익명123", "2026.11.21 14:03",
+                                               "이 사람 ㄱㅣㅁ지영 맞음\n퍼가지 마세요.", ["/img/9.jpg"]))
         page_url = board.url("/board/9")
         config = parse_config({"job": "crawl-exposed", "prompt": "학교 유출 영상", "seeds": [page_url],
                                "limits": {"per_host_delay_s": 0, "timeout_s": 5},
                                "allow_networks": ["127.0.0.0/8"], "matcher": world.matcher})
         crawl_in_process(world, config)
-    rows = world.sql("select id, title from sightings where page_url = %s", (page_url,))
+    rows = world.sql("select id, title, post_text from sightings where page_url = %s", (page_url,))
     assert rows, "the post's media was not streamed"
-    sighting_id, stored_title = rows[0]
+    sighting_id, stored_title, stored_text = rows[0]
     assert stored_title == "[name] 유출 연락처 [phone] (benign fixture)"
+    assert "이 사람 [name] 맞음" in stored_text
     assert set(world.sql("select kind, field from sighting_exposures where sighting_id = %s and case_id = %s",
-                         (sighting_id, CASE))) >= {("name", "title"), ("phone", "title")}
+                         (sighting_id, CASE))) >= {("name", "title"), ("phone", "title"), ("name", "text"),
+                                                   ("phone", "ocr")}
     assert world.sql("select title from crawl_posts where job_id = 'crawl-exposed'") == [(stored_title,)]
     assert {r[0] for r in world.sql("select post->>'title' from crawl_frontier where job_id = 'crawl-exposed'"
                                     " and kind = 'media'")} == {stored_title}
     dump = subprocess.run([str(SYSTEM_BINARIES / "pg_dump"), "--data-only", world.database_url],
                           capture_output=True, text=True, check=True, timeout=120).stdout
-    for clear in ("김 지 영", "공일공-1234-5678", "1234-5678", "01012345678"):
+    for clear in ("김 지 영", "ㄱㅣㅁ지영", "공일공-1234-5678", "1234-5678", "01012345678"):
         assert clear not in dump, clear
