@@ -175,6 +175,9 @@ class ServiceSettings:
     # HMAC key of the victims' identifiers' digests (server.storage.keys); default: data_dir/identifier.key (0600).
     # Losing it makes the recorded identifiers unsearchable (record them again); back it up apart from the database.
     identifier_key_file: str = ""
+    # identifiers recorded after posts were crawled: this many of the newest stored sightings are examined for them
+    # (in the background; about 6 ms a post of 1,000 characters, bench/RESULTS.md)
+    identifier_rescan_sightings: int = 20_000
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,3 +168,25 @@ def test_forgetting_the_case_deletes_its_identifiers_and_exposures(postgres_serv
         assert left == [("kept", "name")] and exposed == [("kept", "name")]
         after = post(s, jpeg(photo(corpus, "img_0012.jpg")), text=f"{PHONE} 박서준", url="https://board.example/f2.jpg")
         assert found(after) == {("kept", "name", "text")}  # the service forgot them too, not only the database
+
+
+def test_identifiers_recorded_later_find_the_posts_crawled_before(postgres_server: str, tmp_path: Path,
+                                                                   corpus: Path) -> None:
+    with serving(postgres_server, tmp_path) as s:
+        earlier = post(s, jpeg(photo(corpus)), title="박 서 준 영상 풀버전", text="연락 공일공-9876-5432",
+                       url="https://board.example/early.jpg")
+        unrelated = post(s, jpeg(photo(corpus, "img_0012.jpg")), title="박서연 사진", url="https://board.example/u.jpg")
+        assert list(earlier.exposures) == []  # nobody had recorded them yet
+        s.client.record_identifiers("later", [("name", "박서준"), ("phone", "010-9876-5432")])
+        deadline = time.monotonic() + 60
+        with psycopg.connect(s.database_url, autocommit=True) as conn:
+            while True:  # the stored sightings are examined in the background
+                exposed = set(conn.execute("select sighting_id, case_id, kind, field from sighting_exposures"))
+                if len(exposed) >= 2 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            stored = conn.execute("select id, title, post_text from sightings order by id").fetchall()
+        assert exposed == {(earlier.sighting_id, "later", "name", "title"),
+                           (earlier.sighting_id, "later", "phone", "text")}
+        assert stored == [(earlier.sighting_id, "[name] 영상 풀버전", "연락 [phone]"),
+                          (unrelated.sighting_id, "박서연 사진", "")]

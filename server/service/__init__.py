@@ -154,7 +154,6 @@ class MatchingService:
         self.snapshot_dir = snapshot_dir
         self.collections = Collections(settings, store, snapshot_dir)
         self.cases = Cases(Thresholds.defaults(settings.match))
-        self.identifiers = CaseIdentifiers(settings)
         # What new media is stored with, and what queries are searched with: the same, plus (from `start`) the
         # signals of older models that stored references still hold (server.service.versions)
         self.new_signals = configured_signals(settings.match)
@@ -170,6 +169,7 @@ class MatchingService:
         # the index never keeps an entry the database has forgotten. Feature extraction runs outside it.
         self._write_lock = threading.Lock()
         self.slots = WorkSlots(settings.service.max_workers)
+        self.identifiers = CaseIdentifiers(settings, self.slots.stopping)
         models = settings.models
         self.calibration: Calibration | None = None
         if settings.match.calibrated:

@@ -4,14 +4,19 @@ An officer records a case's identifiers; only their keyed digests reach the data
 identifiers`), under a key in a file outside it (`server.storage.keys`). Each crawled post recorded as a sighting
 is examined: its title, text and the OCR text of its media against every case's digests, and on a suspected post
 against the generic patterns too. What is found becomes exposures (case, kind, field) and is redacted from the
-title and text before they are stored. Values never reach the database or the logs.
+title and text before they are stored. Identifiers recorded after posts were crawled examine the newest stored
+sightings in the background (`service.identifier_rescan_sightings` of them). Values never reach the database or
+the logs.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+
+import psycopg
 
 from jiwoom.api.errors import InvalidInput
 from server.config import Settings
@@ -19,7 +24,9 @@ from server.matching.identifiers import KINDS, IdentifierKey, Span, generic_foun
 from server.storage.keys import identifier_key_path, load_key_file
 from server.storage.store import ExposureRecord, Principal, SourceRecord, Store
 
+log = logging.getLogger(__name__)
 MAX_IDENTIFIERS = 100  # per call
+RESCAN_BATCH = 500
 MAX_VALUE_CHARS = 200
 
 
@@ -34,8 +41,9 @@ class Examined:
 class CaseIdentifiers:
     """Every case's identifiers by digest, loaded at start and kept in step with RecordIdentifiers and forgets."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, stopping: threading.Event | None = None) -> None:
         self._settings = settings
+        self._stopping = stopping or threading.Event()
         self._key: IdentifierKey | None = None
         self._lock = threading.Lock()
         self._recorded: dict[bytes, list[tuple[str, str]]] = {}  # digest -> [(case, kind)]
@@ -85,7 +93,34 @@ class CaseIdentifiers:
                 if (case_id, kind) not in recorded.get(digest, []):
                     recorded[digest] = [*recorded.get(digest, []), (case_id, kind)]
             self._recorded = recorded
+        limit = self._settings.service.identifier_rescan_sightings
+        if limit > 0:
+            new = {digest: [(case_id, kind)] for kind, digest in digests}
+            threading.Thread(target=self._rescan, args=(store, case_id, new, limit), name="identifier-rescan",
+                             daemon=True).start()
         return stored, total
+
+    def _rescan(self, store: Store, case_id: str, new: dict[bytes, list[tuple[str, str]]], limit: int) -> None:
+        """The newest `limit` stored sightings examined for identifiers just recorded: they were crawled before
+        anyone knew to look for these."""
+        done = exposed = 0
+        before: int | None = None
+        try:
+            while done < limit and not self._stopping.is_set():
+                rows = store.recent_sighting_texts(before, min(RESCAN_BATCH, limit - done))
+                if not rows:
+                    break
+                for sighting_id, title, text, _ in rows:
+                    examined = self.examine(SourceRecord(url="", title=title, text=text), [], recorded=new)
+                    if examined.exposures:
+                        store.expose_sighting(sighting_id, examined.source.title, examined.source.text,
+                                              examined.exposures)
+                        exposed += 1
+                done += len(rows)
+                before = rows[-1][0]
+        except psycopg.Error as error:  # the case was forgotten meanwhile, or the database went away
+            log.warning("rescan of stored sightings for case %s stopped: %s", case_id, type(error).__name__)
+        log.info("identifiers of case %s: %d stored sightings examined, %d expose them", case_id, done, exposed)
 
     def forget(self, case_id: str) -> None:
         with self._lock:
@@ -97,9 +132,12 @@ class CaseIdentifiers:
         suspected (the generic patterns)."""
         return bool(self._recorded) or source.suspected
 
-    def examine(self, source: SourceRecord, ocr_texts: Iterable[str]) -> Examined:
-        """A post's exposures, and its source with its title and text redacted."""
-        recorded = self._recorded  # replaced, never changed in place: safe to read while one is recorded
+    def examine(self, source: SourceRecord, ocr_texts: Iterable[str],
+                recorded: dict[bytes, list[tuple[str, str]]] | None = None) -> Examined:
+        """A post's exposures, and its source with its title and text redacted. `recorded`: the identifiers
+        looked for (default: every case's)."""
+        if recorded is None:
+            recorded = self._recorded  # replaced, never changed in place: safe to read while one is recorded
         exposures: set[ExposureRecord] = set()
 
         def found_in(text: str, field_name: str) -> list[tuple[str, Span]]:

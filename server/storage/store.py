@@ -282,6 +282,21 @@ class Store:
                   {"kinds": sorted({kind for kind, _ in digests}), "stored": stored})
         return stored, int(total[0])
 
+    def recent_sighting_texts(self, before_id: int | None, limit: int) -> list[tuple[int, str, str, bool]]:
+        """(id, title, text, suspected) of up to `limit` sightings below `before_id` (None: the newest), newest
+        first."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "select id, title, post_text, suspected from sightings where (%s::bigint is null or id < %s)"
+                " order by id desc limit %s", (before_id, before_id, limit)).fetchall()
+
+    def expose_sighting(self, sighting_id: int, title: str, text: str, exposures: Iterable[ExposureRecord]) -> None:
+        """Exposures found in a stored sighting later (identifiers recorded after it was crawled): its title and
+        text redacted, the exposures added."""
+        with self.pool.connection() as conn:
+            conn.execute("update sightings set title = %s, post_text = %s where id = %s", (title, text, sighting_id))
+            _insert_exposures(conn, sighting_id, list(exposures))
+
     def case_identifiers(self) -> list[tuple[bytes, str, str]]:
         """Every case's identifiers: (digest, case, kind)."""
         with self.pool.connection() as conn:
