@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from server.matching.identifiers import IdentifierKey, candidates, compose_jamo, generic_found, normal_form, redacted
@@ -94,3 +96,21 @@ def test_generic_patterns_on_suspected_posts(text: str, kinds: set[str]) -> None
 @pytest.mark.parametrize("text", ["2024년 12월 3일 업로드", "조회수 1,234,567", "주문번호 991399-1234567"])
 def test_dates_counts_and_invalid_numbers_are_not_generic_hits(text: str) -> None:
     assert generic_found(text) == []
+
+
+def test_a_posts_findings_are_reused_for_its_next_media_item_until_the_identifiers_change(tmp_path: Path) -> None:
+    from server.config import ServiceSettings, Settings
+    from server.service.identifiers import CaseIdentifiers
+    from server.storage.store import SourceRecord
+
+    identifiers = CaseIdentifiers(Settings(service=ServiceSettings(data_dir=str(tmp_path))))
+    identifiers._key = KEY
+    identifiers._recorded = {KEY.record("name", "김지영"): [("c1", "name")]}
+    source = SourceRecord(url="u", title="김 지 영 풀버전", text="연락 010-5555-6666", suspected=True)
+    first = identifiers.examine(source, [])
+    assert first == identifiers.examine(source, [])  # the second media item of the post: the same findings
+    assert {(e.case_id, e.kind) for e in first.exposures} == {("c1", "name"), (None, "phone")}
+    identifiers.forget("c1")  # a new map: the kept findings no longer apply
+    after = identifiers.examine(source, [])
+    assert {(e.case_id, e.kind) for e in after.exposures} == {(None, "phone")}
+    assert after.source.title == "김 지 영 풀버전"

@@ -11,8 +11,10 @@ the logs.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -27,6 +29,7 @@ from server.storage.store import ExposureRecord, Principal, SourceRecord, Store
 log = logging.getLogger(__name__)
 MAX_IDENTIFIERS = 100  # per call
 RESCAN_BATCH = 500
+RECENT_TEXTS = 64  # texts whose findings are kept: a post's title and text, for each of its media items
 MAX_VALUE_CHARS = 200
 
 
@@ -47,6 +50,8 @@ class CaseIdentifiers:
         self._key: IdentifierKey | None = None
         self._lock = threading.Lock()
         self._recorded: dict[bytes, list[tuple[str, str]]] = {}  # digest -> [(case, kind)]
+        self._recent: OrderedDict[tuple[bytes, bool], tuple[dict, list]] = OrderedDict()  # see _hits
+        self._recent_lock = threading.Lock()
 
     def _load_key(self, create: bool) -> IdentifierKey:
         # The key is made with the first identifier recorded, not before: a service without any needs none.
@@ -132,6 +137,29 @@ class CaseIdentifiers:
         suspected (the generic patterns)."""
         return bool(self._recorded) or source.suspected
 
+    def _hits(self, text: str, suspected: bool, recorded: dict[bytes, list[tuple[str, str]]]
+              ) -> list[tuple[str | None, str, Span]]:
+        """(case or None for a generic pattern, kind, span) of what `text` holds. Kept for the last few texts:
+        every media item of a post brings the same title and text."""
+        key = (hashlib.sha256(text.encode()).digest(), suspected)
+        with self._recent_lock:
+            cached = self._recent.get(key)
+        if cached is not None and cached[0] is recorded:  # the same identifiers looked for (a new map is new)
+            return cached[1]
+        normal = located(text)
+        hits: list[tuple[str | None, str, Span]] = []
+        if recorded and self._key is not None:
+            hits += [(case_id, kind, span) for cases, span in self._key.find(text, recorded, normal)
+                     for case_id, kind in cases]
+        if suspected:
+            hits += [(None, kind, span) for kind, span in generic_found(text, normal)]
+        with self._recent_lock:
+            self._recent[key] = (recorded, hits)
+            self._recent.move_to_end(key)
+            while len(self._recent) > RECENT_TEXTS:
+                self._recent.popitem(last=False)
+        return hits
+
     def examine(self, source: SourceRecord, ocr_texts: Iterable[str],
                 recorded: dict[bytes, list[tuple[str, str]]] | None = None) -> Examined:
         """A post's exposures, and its source with its title and text redacted. `recorded`: the identifiers
@@ -141,20 +169,9 @@ class CaseIdentifiers:
         exposures: set[ExposureRecord] = set()
 
         def found_in(text: str, field_name: str) -> list[tuple[str, Span]]:
-            if not text:
-                return []
-            normal = located(text)
-            spans: list[tuple[str, Span]] = []
-            if recorded and self._key is not None:
-                for cases, span in self._key.find(text, recorded, normal):
-                    for case_id, kind in cases:
-                        exposures.add(ExposureRecord(case_id, kind, field_name))
-                        spans.append((kind, span))
-            if source.suspected:
-                for kind, span in generic_found(text, normal):
-                    exposures.add(ExposureRecord(None, kind, field_name))
-                    spans.append((kind, span))
-            return spans
+            hits = self._hits(text, source.suspected, recorded) if text else []
+            exposures.update(ExposureRecord(case_id, kind, field_name) for case_id, kind, _ in hits)
+            return [(kind, span) for _, kind, span in hits]
 
         title_spans = found_in(source.title, "title")
         text_spans = found_in(source.text, "text")
