@@ -27,8 +27,9 @@ from jiwoom.shared.web import Fetcher, FetchPolicy
 from server.config import Settings
 from server.matching.identifiers import IdentifierKey
 from server.service import MatchingService
+from server.service.identifiers import identifier_key
 from server.storage.db import open_pool
-from server.storage.keys import KeyFileError, identifier_key_path, load_key_file
+from server.storage.keys import KeyFileError
 from server.storage.store import Principal
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def load_identifier_key(settings: Settings, *, warn: bool = True) -> IdentifierK
     """The key of the cases' identifier digests, or None (logged, the path only) when there is none yet: the
     service makes it with the first identifier recorded, and the worker never makes one itself."""
     try:
-        return IdentifierKey(load_key_file(identifier_key_path(settings), "identifier key", create=False))
+        return identifier_key(settings, create=False)
     except (KeyFileError, OSError, ValueError) as error:
         if warn:
             log.warning("no identifier key, so screenshots hide only generic personal information: %s", error)

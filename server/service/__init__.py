@@ -387,9 +387,8 @@ class MatchingService:
         if source is not None:
             if self.identifiers.wanted(source):
                 check_deadline(deadline, "reading the media's text")
-                ocr = [f.ocr_text for f in features.frames] if features.frames and \
-                    features.frames[0].ocr_text is not None else \
-                    [f.ocr_text or "" for f in staged.more(frozenset({"ocr"})).frames]
+                # OCR is in no signal's families: it is computed for this alone, on the same media
+                ocr = [f.ocr_text or "" for f in staged.more(frozenset({"ocr"})).frames]
                 examined = self.identifiers.examine(source, ocr)
                 if examined.exposures:
                     outcome.exposures, outcome.redacted = examined.exposures, examined.source

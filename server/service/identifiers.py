@@ -33,6 +33,12 @@ RECENT_TEXTS = 64  # texts whose findings are kept: a post's title and text, for
 MAX_VALUE_CHARS = 200
 
 
+def identifier_key(settings: Settings, *, create: bool) -> IdentifierKey:
+    """The key of the identifiers' digests, from its file (made when `create` is set and there is none):
+    KeyFileError if it cannot be had."""
+    return IdentifierKey(load_key_file(identifier_key_path(settings), "identifier key", create=create))
+
+
 @dataclass
 class Examined:
     """What a post exposes, and its title and text with each found span replaced by its kind."""
@@ -56,8 +62,7 @@ class CaseIdentifiers:
     def _load_key(self, create: bool) -> IdentifierKey:
         # The key is made with the first identifier recorded, not before: a service without any needs none.
         if self._key is None:
-            self._key = IdentifierKey(load_key_file(identifier_key_path(self._settings), "identifier key",
-                                                    create=create))
+            self._key = identifier_key(self._settings, create=create)
         return self._key
 
     def load(self, store: Store) -> None:
@@ -153,6 +158,8 @@ class CaseIdentifiers:
                      for case_id, kind in cases]
         if suspected:
             hits += [(None, kind, span) for kind, span in generic_found(text, normal)]
+        if recorded is not self._recorded:  # a rescan's few identifiers: no post's next media item will ask
+            return hits
         with self._recent_lock:
             self._recent[key] = (recorded, hits)
             self._recent.move_to_end(key)
