@@ -93,6 +93,7 @@ def _service_settings(args: argparse.Namespace) -> Settings:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    from clients.metrics import WorkerQueues
     from clients.worker import worker_beside_service
     from server.app import running_service
 
@@ -103,6 +104,8 @@ def serve_command(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     with contextlib.ExitStack() as stack:
         running = stack.enter_context(running_service(settings, args.database_url))
+        if running.metrics is not None:  # the worker's queues are in the database: shown with or without it here
+            running.metrics.register(WorkerQueues(running.store.pool, settings.notices.max_attempts))
         if not args.no_worker:  # entered after the service, so it stops before the service does
             stack.enter_context(worker_beside_service(settings, running.database_url, running.service))
         if running.store.token_count() == 0:  # a fresh install: one admin token, shown once
@@ -111,6 +114,9 @@ def serve_command(args: argparse.Namespace) -> int:
         host = settings.service.listen.rsplit(":", 1)[0]
         scheme = "TLS" if settings.service.tls_cert else "plaintext"
         print(f"jiwoom serving jiwoom.v1.Matcher on {host}:{running.port} ({scheme}); Ctrl-C stops", flush=True)
+        if running.metrics is not None:
+            metrics_host = settings.service.metrics_listen.rsplit(":", 1)[0]
+            print(f"metrics on http://{metrics_host}:{running.metrics_port}/metrics (/live, /ready)", flush=True)
         stop.wait()
         print("stopping", flush=True)
     return 0

@@ -10,10 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from server.config import Settings
 from server.index import one_search_thread
 from server.inference import make_inference
+from server.rpc.metrics import service_registry
+from server.rpc.probes import Readiness, probe_server
 from server.rpc.servicer import build_server
 from server.service import MatchingService
 from server.storage.db import local_postgres, migrate, open_pool
@@ -29,6 +32,8 @@ class Running:
     port: int
     store: Store
     database_url: str
+    metrics: CollectorRegistry | None = None  # with `metrics_listen`: add collectors of what runs beside (the worker)
+    metrics_port: int = 0
 
 
 def data_dir(settings: Settings) -> Path:
@@ -50,7 +55,8 @@ def database(settings: Settings, database_url: str | None = None) -> Iterator[st
 
 @contextlib.contextmanager
 def running_service(settings: Settings, database_url: str | None = None) -> Iterator[Running]:
-    """The service, started and serving; stopped in reverse order (gRPC, snapshots, models, pool, database)."""
+    """The service, started and serving; stopped in reverse order (not ready, gRPC, snapshots, metrics port,
+    models, pool, database)."""
     one_search_thread()
     if settings.index.backend == "torch":
         import torch
@@ -68,8 +74,18 @@ def running_service(settings: Settings, database_url: str | None = None) -> Iter
         snapshots = data_dir(settings) / "index"
         snapshots.mkdir(parents=True, exist_ok=True)
         service = MatchingService(settings, inference, store, snapshots)
+        readiness = Readiness(service.index_stats)
+        registry: CollectorRegistry | None = None
+        interceptors: list[grpc.ServerInterceptor] = []
+        metrics_port = 0
+        if settings.service.metrics_listen:  # up before the indexes load (minutes, when large): live, not ready
+            registry, rpc_metrics = service_registry(service, readiness.ready)
+            interceptors = [rpc_metrics]
+            metrics_port = stack.enter_context(probe_server(settings.service.metrics_listen, registry, readiness))
         service.start()
         stack.callback(service.stop)
-        serving = build_server(service, settings)
+        serving = build_server(service, settings, interceptors)
         stack.callback(serving.stop, settings.service.shutdown_notice_s, settings.service.shutdown_grace_s)
-        yield Running(service, serving.server, serving.port, store, url)
+        readiness.mark_serving()
+        stack.callback(readiness.mark_stopping)  # first thing on the way out, as health turns NOT_SERVING
+        yield Running(service, serving.server, serving.port, store, url, registry, metrics_port)

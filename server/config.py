@@ -172,6 +172,9 @@ class ServiceSettings:
     shutdown_grace_s: float = 10.0  # in-flight calls get this long to finish on shutdown
     tls_cert: str = ""  # PEM paths; both set = TLS
     tls_key: str = ""
+    # host:port of the plain-HTTP Prometheus metrics and probes (/metrics, /live, /ready); "" = off, port 0 = a free
+    # port (logged). Keep it on a private address: it needs no token
+    metrics_listen: str = ""
     # HMAC key of the victims' identifiers' digests (server.storage.keys); default: data_dir/identifier.key (0600).
     # Losing it makes the recorded identifiers unsearchable (record them again); back it up apart from the database.
     identifier_key_file: str = ""

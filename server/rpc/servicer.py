@@ -11,7 +11,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC
@@ -450,13 +450,14 @@ class Serving:
         self.server.stop(grace_s).wait()
 
 
-def build_server(service: MatchingService, settings: Settings) -> Serving:
-    """A started gRPC server with the Matcher, health and reflection."""
+def build_server(service: MatchingService, settings: Settings,
+                 interceptors: Sequence[grpc.ServerInterceptor] = ()) -> Serving:
+    """A started gRPC server with the Matcher, health and reflection; `interceptors` run before the token check."""
     config = settings.service
     options = [*channel_options(config.max_message_bytes), ("grpc.so_reuseport", 0)]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_concurrent_rpcs, thread_name_prefix="rpc"),
-        interceptors=[AuthInterceptor(service.store)], options=options,
+        interceptors=[*interceptors, AuthInterceptor(service.store)], options=options,
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     pb_grpc.add_MatcherServicer_to_server(MatcherServicer(service), server)

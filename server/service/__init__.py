@@ -528,7 +528,11 @@ class MatchingService:
         return benign_id
 
     def stats(self) -> tuple[dict[str, int], list[IndexStat]]:
-        return self.store.counts(), [s for library in self.libraries.values() for s in library.stats()]
+        return self.store.counts(), self.index_stats()
+
+    def index_stats(self) -> list[IndexStat]:
+        """Each collection's indexes, by signal, without querying PostgreSQL (the metrics read it every scrape)."""
+        return [s for library in self.libraries.values() for s in library.stats()]
 
 
 def stored_local(features: MediaFeatures, most: int) -> list[StoredLocal]:

@@ -22,6 +22,8 @@ class WorkSlots:
     def __init__(self, size: int) -> None:
         self.size = size
         self._slots = threading.BoundedSemaphore(size)
+        self._busy = 0  # slots held by calls (not by close()): the metrics' media work in flight
+        self._busy_lock = threading.Lock()
         self.stopping = threading.Event()  # set by close(): new work is refused from then on
 
     @contextlib.contextmanager
@@ -40,10 +42,19 @@ class WorkSlots:
         if self.stopping.is_set():  # close() won the race for the slot's release
             self._slots.release()
             raise InferenceUnavailable("the service is stopping")
+        with self._busy_lock:
+            self._busy += 1
         try:
             yield
         finally:
+            with self._busy_lock:
+                self._busy -= 1
             self._slots.release()
+
+    @property
+    def busy(self) -> int:
+        """Media calls holding a slot now."""
+        return self._busy
 
     def close(self, drain_s: float) -> None:
         """Refuse new work (UNAVAILABLE: the caller retries elsewhere) and let work in flight finish, before the
