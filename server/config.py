@@ -121,8 +121,8 @@ class MatchSettings:
 
 @dataclass(frozen=True)
 class IndexSettings:
-    """Which index holds the embedding and face vectors (`server.index.vector_index`); PDQ codes are always
-    FAISS's BinaryIndex (on the GPU iff faiss sees one, unless `device` is "cpu").
+    """Which index holds the embedding and face vectors (`server.index.vector_index`); PDQ codes are FAISS's
+    BinaryIndex (on the GPU iff faiss sees one, unless `device` is "cpu") unless the backend is "milvus".
 
     "faiss": `server.index.faiss_index.VectorIndex`, exact Flat unless `embedding_factory` names another FAISS
     factory (faces
@@ -130,7 +130,7 @@ class IndexSettings:
     once there are enough of them (`Library.train_pending`, at service start). "torch": `server.index.exact`,
     exact search as a matrix product and top-k on CUDA or CPU, no faiss needed."""
 
-    backend: str = "faiss"  # "faiss" or "torch"
+    backend: str = "faiss"  # "faiss", "torch" or "milvus"
     # "auto": a GPU where the backend has one (faiss: faiss-gpu sees one; torch: CUDA); "cpu"; "cuda" (or
     # "cuda:N" for torch) requires one and fails at start without it
     device: str = "auto"
@@ -140,10 +140,35 @@ class IndexSettings:
     memory_budget_bytes: int = 0  # torch: cap on each index's stored vectors, adds beyond it are refused; 0: none
     # (adds are still refused, not run out of memory, when the device's free memory is short)
     workspace_bytes: int = 256 * 1024 * 1024  # torch: score matrix of one search step
+    # "milvus" (server.index.milvus): every index lives in one Milvus that any number of replicas share; nothing
+    # is held or snapshotted in process. PDQ is BIN_FLAT (exact Hamming range search), the float signals
+    # `milvus_float_index`. The audio signal keeps an in-process index and cannot be used with it.
+    milvus_uri: str = "http://127.0.0.1:19530"
+    milvus_token: str = ""  # "user:password" or an API key, where the server checks them
+    milvus_db: str = ""  # "" : the server's default database
+    milvus_prefix: str = "jiwoom"  # collections are <prefix>_<library>_<signal>: one Milvus can hold several installs
+    milvus_float_index: str = "HNSW"  # "FLAT" (exact), "HNSW", "IVF_FLAT", "IVF_PQ", "GPU_CAGRA" (a GPU Milvus)
+    milvus_hnsw_m: int = 16
+    milvus_hnsw_ef_construction: int = 200
+    milvus_hnsw_ef: int = 128  # search breadth (at least the k asked for)
+    milvus_ivf_nlist: int = 4096  # IVF_*: lists; searched with `nprobe` above
+    milvus_pq_m: int = 64  # IVF_PQ: sub-quantisers (must divide the dimension)
+    # A search sees every write acknowledged this long before it (Milvus "bounded" consistency with a guarantee
+    # timestamp). 0: Strong, which waits for the next time tick (about 200 ms a search on Milvus's defaults)
+    milvus_staleness_s: float = 0.5
+    milvus_timeout_s: float = 10.0  # each Milvus call; past it the RPC fails UNAVAILABLE
+    milvus_range_limit: int = 1024  # PDQ range search: codes returned per query at most (a warning when reached)
+    collection: str = ""  # set by the Library: the Milvus collection one index lives in (not a setting)
 
     def __post_init__(self) -> None:
-        if self.backend not in ("faiss", "torch"):
-            raise ValueError(f"index backend must be 'faiss' or 'torch', got {self.backend!r}")
+        if self.backend not in ("faiss", "torch", "milvus"):
+            raise ValueError(f"index backend must be 'faiss', 'torch' or 'milvus', got {self.backend!r}")
+        if self.milvus_float_index not in ("FLAT", "HNSW", "IVF_FLAT", "IVF_PQ", "GPU_CAGRA"):
+            raise ValueError(f"index milvus_float_index must be FLAT, HNSW, IVF_FLAT, IVF_PQ or GPU_CAGRA, got "
+                             f"{self.milvus_float_index!r}")
+        if self.milvus_staleness_s < 0 or self.milvus_timeout_s <= 0 or not 1 <= self.milvus_range_limit <= 16384:
+            raise ValueError("index milvus_staleness_s must be >= 0, milvus_timeout_s > 0 and milvus_range_limit "
+                             "in 1..16384 (Milvus's top-k limit)")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"index device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.torch_dtype not in ("auto", "float16", "float32"):

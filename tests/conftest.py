@@ -101,6 +101,33 @@ def database_url(postgres_server: str) -> Iterator[str]:
         yield url
 
 
+# --- Milvus ---------------------------------------------------------------------------------------------------------
+# Embedded Milvus (the `milvus` package): a real Milvus 2.3.5 standalone server, started once per session for the
+# tests that need one (about 10 s); each test uses collections of its own prefix.
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from milvus import MilvusServer
+
+    server = MilvusServer()
+    server.show_startup_banner = False
+    server.set_base_dir(str(tmp_path_factory.mktemp("milvus")))
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server.listen_port}"
+    finally:
+        from server.index.milvus import forget_clients
+
+        forget_clients()
+        server.stop()
+
+
+def milvus_prefix() -> str:
+    """Collection names of one test's own: tests share the session's Milvus."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
 # --- loopback servers -----------------------------------------------------------------------------------------------
 
 

@@ -73,6 +73,10 @@ class InferenceUnavailable(Exception):
     """The inference backend (e.g. a Triton server) cannot be reached or failed: not the caller's fault."""
 
 
+class IndexUnavailable(Exception):
+    """A shared index (a Milvus server) cannot be reached, failed or timed out: not the caller's fault."""
+
+
 _KINDS[InvalidInput.__name__] = InvalidInput
 
 
@@ -98,4 +102,6 @@ def grpc_status(error: BaseException) -> tuple[grpc.StatusCode, str]:
         return getattr(grpc.StatusCode, error.grpc_code), error.to_message()
     if isinstance(error, InferenceUnavailable):
         return grpc.StatusCode.UNAVAILABLE, f"inference unavailable: {error}"
+    if isinstance(error, IndexUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, f"index unavailable: {error}"
     return grpc.StatusCode.INTERNAL, "internal error (logged on the server)"

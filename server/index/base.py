@@ -130,6 +130,15 @@ class VectorHits(NamedTuple):
     locals: np.ndarray  # [Q, k] int64
 
 
+class BinaryMatches(NamedTuple):
+    """Every stored code within `max_distance` of each query, sorted by (query, distance)."""
+
+    query: np.ndarray  # int64[]: row of the query
+    owners: np.ndarray  # int64[]
+    locals: np.ndarray  # int64[]
+    distances: np.ndarray  # int32[]: Hamming distance
+
+
 def worst_score(metric: str) -> np.float32:
     return np.float32(-np.inf if metric == "ip" else np.inf)
 

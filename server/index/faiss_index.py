@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import faiss
 import numpy as np
@@ -30,6 +30,7 @@ import numpy as np
 from server.index.base import (
     LOCAL_BITS,
     MAX_LOCAL,
+    BinaryMatches,
     Growable,
     Owned,
     VectorHits,
@@ -461,15 +462,6 @@ class VectorIndex(_Owned):
         if self._raw is not None and raw is None and index.ntotal:
             raise ValueError(f"{path}: snapshot lacks the raw vectors this index type needs for rebuilds")
         return self
-
-
-class BinaryMatches(NamedTuple):
-    """Every stored code within `max_distance` of each query, sorted by (query, distance)."""
-
-    query: np.ndarray  # int64[]: row of the query
-    owners: np.ndarray  # int64[]
-    locals: np.ndarray  # int64[]
-    distances: np.ndarray  # int32[]: Hamming distance
 
 
 def _multihash() -> tuple[Any, Any]:

@@ -7,6 +7,10 @@ snapshotted to disk so a restart reads only what changed since the snapshot (`se
 A FAISS factory that needs training (IVF*, PQ) cannot take vectors before it is trained, and is trained well only
 on enough of them. So an exact Flat index stands in for it, taking adds and serving searches, until
 `train_pending` finds it holds `min_training_vectors` (39 per centroid) and builds the trained index from it.
+
+With the Milvus backend the library is *shared*: its indexes, its owners (`server.index.milvus.MilvusOwners`) and
+the frame times all live in Milvus, which every replica reads and writes, so the library keeps nothing of its own
+and has no snapshot. Every index of a shared library must be a Milvus one: the audio signal's is not.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from server.config import IndexSettings, MatchSettings
+from server.index import owner_registry
 from server.index.base import VectorSearch
 from server.index.snapshot import atomic_write
 from server.signals import Hits, Signal, SignalVectors, configured_signals
@@ -53,8 +58,10 @@ class Library:
         self.name = name
         self.signals = dict(configured_signals(MatchSettings()) if signals is None else signals)
         self.settings = settings or IndexSettings()
+        self.shared = self.settings.backend == "milvus"
         self.pending: dict[str, str] = {}  # signal -> layout of the trained index its Flat stand-in waits for
         self.indexes: dict[str, VectorSearch | BinaryIndex] = {n: self._fresh(n) for n in self.signals}
+        self.registry = owner_registry(self.settings, name) if self.shared else None
         self._times: dict[str, dict[int, np.ndarray]] = {n: {} for n in self.signals}
         self._owners: set[int] = set()
         self._lock = threading.RLock()
@@ -67,6 +74,9 @@ class Library:
 
     def add_many(self, items: Iterable[tuple[int, dict[str, SignalVectors]]]) -> None:
         """`add` for many owners with one index call per signal (start-up loads from the database)."""
+        if self.registry is not None:
+            self._add_shared(dict(items))
+            return
         with self._lock:
             fresh = {owner: rows for owner, rows in items if owner not in self._owners}
             if not fresh:
@@ -78,7 +88,26 @@ class Library:
             self._owners.update(fresh)
             self.changes += 1
 
+    def _add_shared(self, items: dict[int, dict[str, SignalVectors]]) -> None:
+        """Rows first, then the owners' entries: an owner the registry lists is searchable on every replica.
+        Writes are upserts, so an owner offered again (a replica reconciling) is written once."""
+        if not items:
+            return
+        for name, index in self.indexes.items():
+            batch = [(o, r[name].vectors, r[name].timestamps) for o, r in items.items() if name in r and len(r[name])]
+            index.add_timed(batch)  # type: ignore[union-attr]
+        assert self.registry is not None
+        self.registry.record({o: {name: len(r.get(name, ())) for name in self.indexes} for o, r in items.items()})
+        self.changes += 1
+
     def remove(self, owners: Iterable[int]) -> int:
+        if self.registry is not None:  # the entries first: nothing listed lacks its rows
+            gone = set(owners)
+            held = self.registry.remove(gone)
+            for index in self.indexes.values():
+                index.remove(gone)
+            self.changes += 1
+            return held
         with self._lock:
             gone = set(owners) & self._owners
             if gone:
@@ -91,10 +120,20 @@ class Library:
             return len(gone)
 
     def _fresh(self, signal: str) -> VectorSearch | BinaryIndex:
+        if self.shared:
+            return self._fresh_shared(signal)
         index = self.signals[signal].make_index(self.settings)
         if getattr(index, "needs_training", False):  # a FAISS IVF/PQ index: an exact Flat stands in until trained
             self.pending[signal] = index.layout
             index = self.signals[signal].make_index(dataclasses.replace(self.settings, embedding_factory="Flat"))
+        return cast("VectorSearch | BinaryIndex", index)
+
+    def _fresh_shared(self, signal: str) -> VectorSearch | BinaryIndex:
+        index = self.signals[signal].make_index(dataclasses.replace(self.settings,
+                                                                    collection=f"{self.name}_{signal}"))
+        if not getattr(index, "shared", False):
+            raise ValueError(f"signal {signal!r} keeps its index in this process, which the milvus backend cannot "
+                             f"share between replicas: leave it out of JIWOOM_MATCH_SIGNALS to use milvus")
         return cast("VectorSearch | BinaryIndex", index)
 
     def train_pending(self) -> list[str]:
@@ -117,17 +156,21 @@ class Library:
         return trained
 
     def owners(self) -> set[int]:
+        if self.registry is not None:
+            return self.registry.owners()
         with self._lock:
             return set(self._owners)
 
     def unscreened(self, screened: str, screen: str) -> int:
         """How many owners hold rows of `screened` but none of `screen` (stored before the screen's model was):
         the cascade cannot rule them out with the screen alone."""
+        if self.registry is not None:
+            return self.registry.lacking(screened, screen) if screened in self.indexes else 0
         with self._lock:
             return len(self._times.get(screened, {}).keys() - self._times.get(screen, {}).keys())
 
     def __len__(self) -> int:
-        return len(self._owners)
+        return len(self.registry) if self.registry is not None else len(self._owners)
 
     def search(self, queries: dict[str, SignalVectors], thresholds: dict[str, float],
                settings: MatchSettings) -> dict[str, Hits]:
@@ -140,6 +183,8 @@ class Library:
 
     def target_times(self, signal: str, owners: np.ndarray, locals_: np.ndarray) -> np.ndarray:
         """Frame time of each stored row (0 for rows of owners removed since the search)."""
+        if self.shared:
+            return self.indexes[signal].times(owners, locals_)  # type: ignore[union-attr]
         times = self._times[signal]
         return np.array(
             [times[o][i] if o in times and i < len(times[o]) else 0.0 for o, i in zip(owners.tolist(),
@@ -148,6 +193,10 @@ class Library:
         )
 
     def stats(self) -> list[IndexStat]:
+        if self.registry is not None:
+            registry = self.registry
+            return [IndexStat(self.name, name, len(index), registry.holding(name), 0, index.device)
+                    for name, index in self.indexes.items()]
         with self._lock:
             return [
                 IndexStat(self.name, name, len(index), len(self._times[name]), index.memory_bytes(),
@@ -160,6 +209,8 @@ class Library:
     def save(self, directory: Path) -> None:
         """Write a snapshot: files of a new generation first, then the manifest naming them (atomic replace),
         then delete older generations. A crash at any point leaves the previous snapshot or the new one."""
+        if self.shared:
+            return  # Milvus holds it; PostgreSQL can rebuild it
         directory.mkdir(parents=True, exist_ok=True)
         manifest_path = directory / f"{self.name}.json"
         with self._lock:
@@ -190,7 +241,10 @@ class Library:
     def load(cls, name: str, directory: Path, signals: dict[str, Signal] | None = None,
              settings: IndexSettings | None = None) -> Library | None:
         """The snapshot in `directory`, or None when there is none, it cannot be read, or it holds indexes of
-        other settings (backend, factory) than `settings` (then the caller rebuilds from the database)."""
+        other settings (backend, factory) than `settings` (then the caller rebuilds from the database), or the
+        library is shared (Milvus holds it)."""
+        if settings is not None and settings.backend == "milvus":
+            return None
         manifest = _read_manifest(directory / f"{name}.json")
         library = cls(name, signals, settings)
         if manifest.get("version") != SNAPSHOT_VERSION or sorted(manifest.get("signals", [])) != sorted(

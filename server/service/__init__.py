@@ -32,7 +32,7 @@ from server.matching.verify import Outcome, Verdict, local_size, verify
 from server.matching.youth import FaceReport, face_reports
 from server.media import IMAGE_FORMATS, decode_media, sniff_format
 from server.models.pdq import hex_to_hash
-from server.service.cases import Cases
+from server.service.cases import Cases, SharedCases
 from server.service.collections import Collections
 from server.service.identifiers import CaseIdentifiers
 from server.service.slots import WorkSlots
@@ -153,7 +153,8 @@ class MatchingService:
         self.store = store
         self.snapshot_dir = snapshot_dir
         self.collections = Collections(settings, store, snapshot_dir)
-        self.cases = Cases(Thresholds.defaults(settings.match))
+        defaults = Thresholds.defaults(settings.match)
+        self.cases = SharedCases(defaults, store) if settings.index.backend == "milvus" else Cases(defaults)
         # What new media is stored with, and what queries are searched with: the same, plus (from `start`) the
         # signals of older models that stored references still hold (server.service.versions)
         self.new_signals = configured_signals(settings.match)

@@ -1,5 +1,9 @@
 """The service's three libraries (references, sightings, benign) over the signals: loaded from their snapshots,
-brought in step with PostgreSQL (the truth) at start, and snapshotted to disk periodically and on demand."""
+brought in step with PostgreSQL (the truth) at start, and snapshotted to disk periodically and on demand.
+
+With the Milvus backend the libraries are shared by every replica (`Library.shared`): nothing is snapshotted, and
+the start only adds what PostgreSQL holds and Milvus lacks, and removes what Milvus holds and PostgreSQL no longer
+does (a replica killed between its two writes leaves such rows)."""
 
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ class Collections:
     def __init__(self, settings: Settings, store: Store, snapshot_dir: Path | None) -> None:
         self.settings = settings
         self.store = store
-        self.snapshot_dir = snapshot_dir
+        self.shared = settings.index.backend == "milvus"
+        self.snapshot_dir = None if self.shared else snapshot_dir
         self.libraries: dict[str, Library] = {}
         self._snapshot_lock = threading.Lock()
         self._snapshotter: threading.Thread | None = None
@@ -44,12 +49,17 @@ class Collections:
             library = Library.load(name, self.snapshot_dir, signals, self.settings.index)
         from_snapshot = library is not None
         library = library or Library(name, signals, self.settings.index)
+        # The index's owners before the database's: an owner another replica is adding meanwhile is in the
+        # database before it is in the index, so it is never taken for stale
+        indexed = library.owners()
         in_database = self.store.owner_ids(name)  # type: ignore[arg-type]
-        stale = library.owners() - in_database
+        stale = indexed - in_database
         library.remove(stale)
-        missing = in_database - library.owners()
+        missing = in_database - indexed
         for batch in self.store.load_vector_batches(name, missing):  # type: ignore[arg-type]
             library.add_many(batch.items())
+        if self.shared and missing:  # forgotten on another replica while this one re-added them: not again
+            library.remove(missing - self.store.owner_ids(name))  # type: ignore[arg-type]
         log.info("%s: %d owners (%s), %d added from the database, %d stale removed, %.1f s", name, len(library),
                  "snapshot" if from_snapshot else "no snapshot", len(missing), len(stale),
                  time.monotonic() - started)

@@ -196,9 +196,17 @@ class Store:
                   {"case": case_id, "kind": media.kind, "frames": media.frames})
         return reference_id, True
 
-    def reference_cases(self) -> dict[int, str]:
+    def reference_cases(self, ids: Iterable[int] | None = None) -> dict[int, str]:
+        """Each reference's case: of all, or of those of `ids` that exist."""
         with self.pool.connection() as conn:
-            return dict(conn.execute("select id, case_id from reference_media").fetchall())
+            if ids is None:
+                return dict(conn.execute("select id, case_id from reference_media").fetchall())
+            return dict(conn.execute("select id, case_id from reference_media where id = any(%s)",
+                                     (list(ids),)).fetchall())
+
+    def case_references(self, case_id: str) -> set[int]:
+        with self.pool.connection() as conn:
+            return {r[0] for r in conn.execute("select id from reference_media where case_id = %s", (case_id,))}
 
     def forget_references(self, who: Principal, *, reference_id: int | None = None, case_id: str | None = None,
                           reason: str = "") -> Forgotten:
@@ -329,10 +337,13 @@ class Store:
             audit(conn, who, "MarkBenign", f"benign:{benign_id}", detail)
         return benign_id
 
-    def benign_cases(self) -> dict[int, str | None]:
-        """Each negative-bank entry's case (None: it applies to every case)."""
+    def benign_cases(self, ids: Iterable[int] | None = None) -> dict[int, str | None]:
+        """Each negative-bank entry's case (None: it applies to every case): of all, or of those of `ids`."""
         with self.pool.connection() as conn:
-            return dict(conn.execute("select id, case_id from benign_media").fetchall())
+            if ids is None:
+                return dict(conn.execute("select id, case_id from benign_media").fetchall())
+            return dict(conn.execute("select id, case_id from benign_media where id = any(%s)",
+                                     (list(ids),)).fetchall())
 
     def rejected_sightings(self, case_id: str, sighting_ids: Iterable[int]) -> set[int]:
         """Those of the sightings put into the negative bank of this case or of every case."""
