@@ -6,6 +6,9 @@ and the media: a page or media answering 404/410/451 is removed; media still ser
 (`Match`), so a replaced picture counts as removed and a re-encoded one as still up. Unreachable sites are not
 counted as removed: that is often an outage, and an officer sees the error on the item.
 
+Each check is claimed first (`claim_due_check`: a lease with the worker's id), so workers sharing the database never
+run the same check at once, and the checks a dead worker had claimed come due again when its lease ends.
+
 The SQL lives in `clients.evidence.store` (the removal checks' section), beside the other queries on evidence items.
 """
 
@@ -23,12 +26,14 @@ from html import escape
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-from clients.evidence.store import due_checks, record_removal_check, removal_times
+from clients.evidence.store import claim_due_check, record_removal_check, removal_times
 from jiwoom.shared.web import Fetcher
 from server.storage import chain
 
 GONE_STATUSES = frozenset({404, 410, 451})
 DUE_BATCH = 200
+# A check is two fetches and perhaps a Match; a worker's claim on it lapses after this (a worker that died).
+CHECK_LEASE_S = 600.0
 
 # Media bytes -> ids of the references they match (the Matcher's Match, in-process or over gRPC).
 MatchReferences = Callable[[bytes], set[int]]
@@ -69,18 +74,24 @@ async def check_item(fetcher: Fetcher, match_references: MatchReferences, *, pag
 
 
 async def check_due(pool: ConnectionPool, fetcher: Fetcher, match_references: MatchReferences, *,
-                    recheck_after_s: float, now: datetime | None = None) -> dict[str, int]:
-    """Re-check the notified items whose time has come; counts by outcome."""
+                    recheck_after_s: float, claimant: str, lease_s: float = CHECK_LEASE_S,
+                    now: datetime | None = None) -> dict[str, int]:
+    """Re-check the notified items whose time has come (up to DUE_BATCH, each once), claiming each as `claimant`
+    just before its check; counts by outcome."""
     now = now or datetime.now(UTC)
-    with pool.connection() as conn:
-        due = due_checks(conn, now=now, limit=DUE_BATCH)
     counts = {"removed": 0, "still_up": 0, "undecided": 0}
-    for item in due:
+    seen: list[int] = []  # checked this pass: `now` may be ahead of the next check it was given
+    for _ in range(DUE_BATCH):
+        with pool.connection() as conn:  # committed before the check, so other workers see the claim
+            item = claim_due_check(conn, claimant=claimant, now=now, lease_s=lease_s, skip=seen)
+        if item is None:
+            break
+        seen.append(item.item_id)
         result = await check_item(fetcher, match_references, page_url=item.page_url or item.url, media_url=item.url,
                                   reference_id=item.reference_id, content_sha256=item.content_sha256)
         checked_at = datetime.now(UTC)
         with pool.connection() as conn:
-            record_check(conn, item.item_id, result, checked_at, previous=item.removal_state,
+            record_check(conn, item.item_id, result, checked_at, previous=item.removal_state, claimant=claimant,
                          next_check=None if result.state == "removed"
                          else checked_at + timedelta(seconds=recheck_after_s))
         counts[result.state or "undecided"] += 1
@@ -88,14 +99,18 @@ async def check_due(pool: ConnectionPool, fetcher: Fetcher, match_references: Ma
 
 
 def record_check(conn: Connection, item_id: int, result: CheckResult, checked_at: datetime, *, previous: str,
-                 next_check: datetime | None) -> None:
+                 next_check: datetime | None, claimant: str) -> bool:
+    """Store a check's outcome (and log a change of state); False when it was not stored: the item was re-uploaded
+    meanwhile, or its claim was no longer `claimant`'s."""
     state = result.state or previous
     check = {"at": checked_at.isoformat(timespec="seconds"), "page_status": result.page_status,
              "media_status": result.media_status, "how": result.how}
-    record_removal_check(conn, item_id, state=state, previous=previous, checked_at=checked_at, check=check,
-                         next_check=next_check)
+    if not record_removal_check(conn, item_id, state=state, previous=previous, checked_at=checked_at, check=check,
+                                next_check=next_check, claimant=claimant):
+        return False
     if state != previous:  # the moment of removal is evidence too
         chain.append(conn, "removal_check", {"item": item_id, "state": state, **check}, item_id=item_id)
+    return True
 
 
 # -- reports -----------------------------------------------------------------------------------------------------

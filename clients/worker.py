@@ -2,6 +2,10 @@
 
 `jiwoom serve` runs it in a thread beside the gRPC service (asking the service in-process for re-check matches);
 `jiwoom worker` runs it alone against the same database, asking a running service over gRPC.
+
+Any number of workers may share one database (beside several `jiwoom serve` replicas): every piece of work is
+claimed in the database first, under the worker's `claimant` id (captures and removal checks with a lease, notices
+with their 'sending' state), so no item is captured, drafted or sent twice, nor checked twice at once.
 """
 
 from __future__ import annotations
@@ -9,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +24,9 @@ from pathlib import Path
 from psycopg_pool import ConnectionPool
 
 from clients.evidence.capture import Browser
+from clients.evidence.store import release_claims
 from clients.evidence.vault import Vault, load_master_key
-from clients.evidence.writer import capture_item, enqueue_items, pending_items, record_failure
+from clients.evidence.writer import capture_item, claim_items, enqueue_unless_busy, record_failure, still_claimed
 from clients.monitor import MatchReferences, check_due
 from clients.notices.drafts import Drafting, draft_for_item, send_approved
 from clients.notices.mail import Sender, SmtpSettings
@@ -34,6 +42,14 @@ from server.storage.store import Principal
 
 log = logging.getLogger(__name__)
 CAPTURE_BATCH = 20
+# How long other workers leave this worker's claims alone: after that, they take over what a dead worker held. A
+# capture in progress is never taken over (its row stays locked), so this only delays recovery, never doubles work.
+CLAIM_LEASE_S = 600.0
+
+
+def new_claimant() -> str:
+    """A worker's id in its claims: where it runs, and unique per worker (several may share one process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def master_key_path(settings: Settings) -> Path:
@@ -86,6 +102,8 @@ class Worker:
     settings: Settings
     pool: ConnectionPool
     match_references: MatchReferences
+    claimant: str = field(default_factory=new_claimant)
+    lease_s: float = CLAIM_LEASE_S
     vault: Vault = field(init=False)
     drafting: Drafting = field(init=False)
     _browser: Browser | None = field(default=None, init=False)
@@ -106,6 +124,16 @@ class Worker:
         if self._browser is not None:
             self._browser.__exit__(None, None, None)
             self._browser = None
+        self.release_claims()
+
+    def release_claims(self) -> None:
+        """Free what a pass cut short still holds, so that the next pass (of any worker) retries it now rather than
+        when the leases end: a single worker retries as soon as it did before claims."""
+        try:
+            with self.pool.connection() as conn:
+                release_claims(conn, self.claimant)
+        except Exception as error:  # the pool may be closed already, the database gone; the leases still end
+            log.warning("could not release the worker's claims: %s", error)
 
     def identifier_key(self) -> IdentifierKey | None:
         # Looked for again each pass until found: the service may make it after the worker started.
@@ -115,15 +143,17 @@ class Worker:
         return self._identifier_key
 
     async def capture_pending(self, fetcher: Fetcher) -> dict[str, int]:
-        with self.pool.connection() as conn:
-            queued = enqueue_items(conn, self.vault)
-            items = pending_items(conn, CAPTURE_BATCH)
+        with self.pool.connection() as conn:  # committed here: other workers skip what this pass claimed
+            queued = enqueue_unless_busy(conn, self.vault)
+            items = claim_items(conn, claimant=self.claimant, limit=CAPTURE_BATCH, lease_s=self.lease_s)
         identifier_key = self.identifier_key() if items else None
         captured = failed = 0
         security_txts: dict[str, str | None] = {}
         for item in items:
             try:
                 with self.pool.connection() as conn:  # the capture and its draft commit together or not at all
+                    if not still_claimed(conn, item, self.claimant):  # captured meanwhile, or taken over
+                        continue
                     result = await capture_item(
                         item, conn=conn, vault=self.vault, fetcher=fetcher, browser=self.browser,
                         page_timeout_s=self.settings.evidence.page_timeout_s,
@@ -134,12 +164,19 @@ class Worker:
             except Exception as error:
                 log.warning("capturing evidence item %d failed: %s", item.id, error, exc_info=True)
                 with self.pool.connection() as conn:
-                    record_failure(conn, item, error, self.settings.evidence.max_attempts)
+                    record_failure(conn, item, error, self.settings.evidence.max_attempts, claimant=self.claimant)
                 failed += 1
         return {"queued": queued, "captured": captured, "failed": failed}
 
     async def run_once(self) -> dict[str, int]:
         """One pass of everything; counts of what happened."""
+        try:
+            return await self._pass()
+        except BaseException:
+            self.release_claims()
+            raise
+
+    async def _pass(self) -> dict[str, int]:
         async with Fetcher(fetch_policy(self.settings)) as fetcher:
             counts = await self.capture_pending(fetcher)
             smtp = smtp_settings(self.settings)
@@ -149,7 +186,8 @@ class Worker:
                     max_attempts=self.settings.notices.max_attempts,
                     recheck_after_s=self.settings.monitor.recheck_interval_s)
             checks = await check_due(self.pool, fetcher, self.match_references,
-                                     recheck_after_s=self.settings.monitor.recheck_interval_s)
+                                     recheck_after_s=self.settings.monitor.recheck_interval_s,
+                                     claimant=self.claimant, lease_s=self.lease_s)
             counts.update({f"check_{k}": v for k, v in checks.items()})
         return counts
 

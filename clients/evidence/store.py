@@ -8,6 +8,10 @@ connection rather than the pool, so that a capture's artefacts, its log entry an
 transaction; none commits. Results are plain typed data (dataclasses, tuples), which the callers only use.
 The monitor's queries are here rather than in a module of their own: they read and write the same `evidence_items`
 columns (`removal_state`, `notified_at`) that queueing re-opens and sending a notice sets.
+
+Several workers may share the database (issue 20): a capture or a removal check is taken with `claim_captures` /
+`claim_due_check`, which pick with `for update skip locked` and write the claimant and a lease end in the same
+statement. Another worker skips a claimed item until the lease ends (a worker that died loses its items then).
 """
 
 from __future__ import annotations
@@ -158,6 +162,57 @@ class PendingItem:
     attempts: int
 
 
+_ENQUEUE_LOCK = (0x6A770003, 0)  # advisory lock (class, key): one worker at a time scans for new items
+
+
+def try_lock_enqueueing(conn: Connection) -> bool:
+    """Whether this transaction is now the only one queueing items (the lock lasts until it ends); False when another
+    worker is at it. Two scans at once would insert the same items (one wins, the other waits on the unique index),
+    so the second one is skipped, not queued behind the first."""
+    return bool(conn.execute("select pg_try_advisory_xact_lock(%s, %s)", _ENQUEUE_LOCK).fetchone()[0])
+
+
+def claim_captures(conn: Connection, *, claimant: str, limit: int, lease_s: float) -> list[PendingItem]:
+    """Up to `limit` items waiting for capture (none an officer rejected, none another worker's lease holds), most
+    urgent first, now claimed by `claimant` until `lease_s` from now. Locked rows are skipped, not waited for: a
+    worker capturing an item holds its row lock (`lock_claimed_capture`)."""
+    rows = conn.execute(
+        "with claimed as (update evidence_items e set capture_claimed_by = %s,"
+        " capture_claimed_until = now() + make_interval(secs => %s)"
+        " where e.id in (select id from evidence_items where capture_state = 'pending' and review_state <> 'rejected'"
+        "   and (capture_claimed_until is null or capture_claimed_until < now())"
+        "   order by priority desc, id limit %s for update skip locked)"
+        " returning e.id, e.case_id, e.reference_id, e.sighting_id, e.reason, e.under_19, e.site, e.wrapped_key,"
+        " e.capture_attempts, e.priority)"
+        " select c.id, c.case_id, c.reference_id, c.sighting_id, c.reason, c.under_19, c.site, c.wrapped_key,"
+        " s.url, s.page_url, s.title, s.author, s.posted_at, s.content_sha256, c.capture_attempts"
+        " from claimed c join sightings s on s.id = c.sighting_id order by c.priority desc, c.id",
+        (claimant, lease_s, limit)).fetchall()
+    return [PendingItem(*r[:7], bytes(r[7]), *r[8:13], None if r[13] is None else bytes(r[13]), r[14])
+            for r in rows]
+
+
+def lock_claimed_capture(conn: Connection, item_id: int, claimant: str) -> bool:
+    """Whether the item still waits for capture under `claimant`'s claim, the item locked for the rest of the caller's
+    transaction (the capture): a claim whose lease ran out may have been taken over, and a worker that took it over
+    waits here until this capture commits, then finds it captured."""
+    return conn.execute(
+        "select 1 from evidence_items where id = %s and capture_state = 'pending' and capture_claimed_by = %s"
+        " for update", (item_id, claimant)).fetchone() is not None
+
+
+def release_claims(conn: Connection, claimant: str) -> int:
+    """Give up every capture and check `claimant` still holds (a worker stopping cleanly mid-pass), so that other
+    workers need not wait for the leases to end; how many items."""
+    return conn.execute(
+        "update evidence_items set"
+        " capture_claimed_by = case when capture_claimed_by = %s then null else capture_claimed_by end,"
+        " capture_claimed_until = case when capture_claimed_by = %s then null else capture_claimed_until end,"
+        " check_claimed_by = case when check_claimed_by = %s then null else check_claimed_by end,"
+        " check_claimed_until = case when check_claimed_by = %s then null else check_claimed_until end"
+        " where capture_claimed_by = %s or check_claimed_by = %s", (claimant,) * 6).rowcount
+
+
 def pending_captures(conn: Connection, limit: int) -> list[PendingItem]:
     """Up to `limit` items waiting for capture (none an officer rejected), most urgent first, with their sightings."""
     rows = conn.execute(
@@ -220,15 +275,21 @@ def record_capture(conn: Connection, item_id: int, *, captured_at: datetime, log
     """The item is captured: when, its 'capture' log entry, and what could not be fetched (`error`)."""
     conn.execute(
         "update evidence_items set capture_state = 'captured', captured_at = %s, log_seq = %s,"
-        " capture_attempts = capture_attempts + 1, capture_error = %s where id = %s",
+        " capture_attempts = capture_attempts + 1, capture_error = %s, capture_claimed_by = null,"
+        " capture_claimed_until = null where id = %s",
         (captured_at, log_seq, error, item_id))
 
 
-def record_capture_failure(conn: Connection, item_id: int, *, error: str, state: str) -> None:
-    """A capture attempt failed: counted, its error kept, and the item left `state` ('pending' or 'failed')."""
-    conn.execute(
+def record_capture_failure(conn: Connection, item_id: int, *, error: str, max_attempts: int, claimant: str) -> bool:
+    """A capture attempt failed: counted, its error kept, the claim released, and the item left 'pending' for the
+    next pass or 'failed' after `max_attempts`. Only while `claimant` still holds the claim (False otherwise):
+    another worker that took over a lapsed lease owns the item now."""
+    return conn.execute(
         "update evidence_items set capture_attempts = capture_attempts + 1, capture_error = %s,"
-        " capture_state = %s where id = %s", (error, state, item_id))
+        " capture_state = case when capture_attempts + 1 >= %s then 'failed' else 'pending' end,"
+        " capture_claimed_by = null, capture_claimed_until = null"
+        " where id = %s and capture_state = 'pending' and capture_claimed_by = %s",
+        (error, max_attempts, item_id, claimant)).rowcount == 1
 
 
 # -- reading back ------------------------------------------------------------------------------------------------
@@ -313,25 +374,39 @@ class DueCheck:
     removal_state: str  # 'notified' or 'still_up'
 
 
-def due_checks(conn: Connection, *, now: datetime, limit: int) -> list[DueCheck]:
-    """Up to `limit` notified or still-up items whose next check is due by `now`, the longest due first."""
-    rows = conn.execute(
-        "select e.id, s.page_url, s.url, e.reference_id, s.content_sha256, e.removal_state from evidence_items e"
-        " join sightings s on s.id = e.sighting_id where e.removal_state in ('notified', 'still_up')"
-        " and e.next_check_at <= %s order by e.next_check_at limit %s", (now, limit)).fetchall()
-    return [DueCheck(*row[:4], None if row[4] is None else bytes(row[4]), row[5]) for row in rows]
+def claim_due_check(conn: Connection, *, claimant: str, now: datetime, lease_s: float,
+                    skip: list[int]) -> DueCheck | None:
+    """The notified or still-up item whose check is the longest due by `now` (none in `skip`, none another worker's
+    lease holds), now claimed by `claimant` until `lease_s` from now; None when there is none. The check runs outside
+    any transaction, so the lease is what keeps a second worker from running it at the same time."""
+    row = conn.execute(
+        "with claimed as (update evidence_items e set check_claimed_by = %s,"
+        " check_claimed_until = now() + make_interval(secs => %s)"
+        " where e.id = (select id from evidence_items where removal_state in ('notified', 'still_up')"
+        "   and next_check_at <= %s and (check_claimed_until is null or check_claimed_until < now())"
+        "   and id <> all(%s::bigint[]) order by next_check_at, id limit 1 for update skip locked)"
+        " returning e.id, e.sighting_id, e.reference_id, e.removal_state)"
+        " select c.id, s.page_url, s.url, c.reference_id, s.content_sha256, c.removal_state"
+        " from claimed c join sightings s on s.id = c.sighting_id", (claimant, lease_s, now, skip)).fetchone()
+    return None if row is None else DueCheck(*row[:4], None if row[4] is None else bytes(row[4]), row[5])
 
 
 def record_removal_check(conn: Connection, item_id: int, *, state: str, previous: str, checked_at: datetime,
-                         check: dict[str, Any], next_check: datetime | None) -> None:
-    """A re-check's outcome: the item's removal state (and when it came down), the check, the next one. Only while
-    the item is still in `previous`: the check ran outside any transaction, and a new sighting may have marked the
-    item re-uploaded meanwhile."""
-    conn.execute(
+                         check: dict[str, Any], next_check: datetime | None, claimant: str) -> bool:
+    """A re-check's outcome: the item's removal state (and when it came down), the check, the next one; whether it
+    was recorded. Only while the item is still in `previous` and `claimant`'s claim: the check ran outside any
+    transaction, a new sighting may have marked the item re-uploaded meanwhile, and another worker may have taken
+    over a lapsed lease. The claim is released either way."""
+    recorded = conn.execute(
         "update evidence_items set removal_state = %s, removed_at = case when %s = 'removed' then %s"
-        " else removed_at end, last_checked_at = %s, last_check = %s, checks = checks + 1, next_check_at = %s"
-        " where id = %s and removal_state = %s",
-        (state, state, checked_at, checked_at, Jsonb(check), next_check, item_id, previous))
+        " else removed_at end, last_checked_at = %s, last_check = %s, checks = checks + 1, next_check_at = %s,"
+        " check_claimed_by = null, check_claimed_until = null"
+        " where id = %s and removal_state = %s and check_claimed_by = %s",
+        (state, state, checked_at, checked_at, Jsonb(check), next_check, item_id, previous, claimant)).rowcount == 1
+    if not recorded:  # re-uploaded meanwhile: a stale claim would hold up its checks once it is notified again
+        conn.execute("update evidence_items set check_claimed_by = null, check_claimed_until = null"
+                     " where id = %s and check_claimed_by = %s", (item_id, claimant))
+    return recorded
 
 
 def removal_times(conn: Connection) -> list[tuple[str, str, float | None]]:

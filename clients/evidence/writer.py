@@ -5,7 +5,9 @@
    patterns), and marks earlier items of the same reference as re-uploaded (a new sighting reopens them).
 2. `capture_item` fetches the page and the media (guarded fetcher), screenshots the page in headless Chromium,
    writes a WARC of the exchanges, and stores screenshot, WARC, media and a metadata record encrypted with the
-   item's key, with one 'capture' entry in the evidence log, in one transaction.
+   item's key, with one 'capture' entry in the evidence log, in one transaction. Workers sharing the database
+   claim items first (`claim_items`, a lease) and open each capture with `still_claimed`, which locks the item, so
+   an item is captured once however many workers run.
 3. The notice drafter (clients/notices/drafts.py) then adds the item to its site's draft notice.
 
 The SQL lives in `clients.evidence.store`; this module decides what to store (keys, hashes, encryption, the log
@@ -35,10 +37,12 @@ from clients.evidence.store import (
     capture_log_payloads,
     captured_log_entry,
     case_identifier_digests,
+    claim_captures,
     exposed_kinds,
     exposures_to_queue,
     insert_item,
     item_matches,
+    lock_claimed_capture,
     mark_reuploaded,
     matches_to_queue,
     pending_captures,
@@ -46,6 +50,7 @@ from clients.evidence.store import (
     record_capture_failure,
     sealed_artefact,
     store_artefact,
+    try_lock_enqueueing,
     youth_sightings_to_queue,
 )
 from clients.evidence.vault import Vault, artefact_context, decrypt, encrypt
@@ -88,6 +93,11 @@ def enqueue_items(conn: Connection, vault: Vault) -> int:
     return created
 
 
+def enqueue_unless_busy(conn: Connection, vault: Vault) -> int:
+    """`enqueue_items`, unless another worker is queueing right now (0 then: its scan finds the same items)."""
+    return enqueue_items(conn, vault) if try_lock_enqueueing(conn) else 0
+
+
 def _priority(reason: str, under_19: bool) -> int:
     if under_19:
         return PRIORITY_UNDER_19
@@ -102,8 +112,20 @@ def _insert_item(conn: Connection, vault: Vault, *, sighting_id: int, reference_
 
 
 def pending_items(conn: Connection, limit: int) -> list[PendingItem]:
-    """The items waiting for capture, most urgent first (the worker's next pass)."""
+    """The items waiting for capture, most urgent first, claimed or not (a read: workers use `claim_items`)."""
     return pending_captures(conn, limit)
+
+
+def claim_items(conn: Connection, *, claimant: str, limit: int, lease_s: float) -> list[PendingItem]:
+    """The items waiting for capture that no other worker holds, most urgent first, now `claimant`'s until
+    `lease_s` from now (the worker's next pass). Commit before capturing, so that other workers see the claim."""
+    return claim_captures(conn, claimant=claimant, limit=limit, lease_s=lease_s)
+
+
+def still_claimed(conn: Connection, item: PendingItem, claimant: str) -> bool:
+    """Call first in the capture's transaction: whether `claimant` may capture the item. The item stays locked until
+    the transaction ends, so no other worker can capture it meanwhile, whatever the lease."""
+    return lock_claimed_capture(conn, item.id, claimant)
 
 
 def match_explanations(conn: Connection, sighting_id: int, reference_id: int | None) -> list[MatchRecord]:
@@ -248,9 +270,11 @@ def _charset(fetched: Fetched) -> str:
     return "utf-8"
 
 
-def record_failure(conn: Connection, item: PendingItem, error: BaseException, max_attempts: int) -> None:
-    state = "failed" if item.attempts + 1 >= max_attempts else "pending"
-    record_capture_failure(conn, item.id, error=f"{type(error).__name__}: {error}"[:2000], state=state)
+def record_failure(conn: Connection, item: PendingItem, error: BaseException, max_attempts: int, *,
+                   claimant: str) -> None:
+    """A failed capture of a claimed item: retried on a later pass (by any worker), failed after `max_attempts`."""
+    record_capture_failure(conn, item.id, error=f"{type(error).__name__}: {error}"[:2000], max_attempts=max_attempts,
+                           claimant=claimant)
 
 
 # -- reading back ------------------------------------------------------------------------------------------------

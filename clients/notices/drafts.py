@@ -3,7 +3,9 @@
 A draft collects the captured items of one site, case and kind (an officer-edited draft is left as written and a
 new one is started). It is rendered in every language we have; `language` picks the one it goes out in. Nothing
 is sent before an officer approves it; a notice is claimed for sending in its own transaction ('sending'), so two
-senders never mail it twice, and one that a crash left in 'sending' is not retried blindly: an officer looks.
+senders never mail it twice, and one that a crash left in 'sending' is not retried blindly: an officer looks. The
+sender holds an advisory lock on the notice while it sends, so an officer cannot mistake a send in progress for a
+crashed one; drafting takes a lock per site, kind and case, so two workers never start two drafts for one site.
 
 The SQL lives in `clients.notices.store`; this module decides (which draft, whom to write to, what each state
 allows) and runs no query itself.
@@ -16,6 +18,7 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
@@ -27,6 +30,7 @@ from clients.notices.mail import Sender, SmtpSettings, new_message_id, send_mail
 from clients.notices.render import NoticeItem, render_notice
 from clients.notices.sites import Site, jurisdiction, site_for
 from clients.notices.store import (
+    Claimed,
     NoticeSummary,
     add_notice_item,
     approved_notice_of,
@@ -34,10 +38,12 @@ from clients.notices.store import (
     confirm_items,
     draft_target,
     edit_text,
+    hold_sending,
     insert_notice,
     item_sightings,
     language_text,
     language_texts,
+    lock_drafting,
     lock_item_notices,
     lock_notice_state,
     lock_open_draft,
@@ -51,8 +57,10 @@ from clients.notices.store import (
     quoted_hashes,
     raise_priority,
     record_send_failure,
+    release_sending,
     remove_notice_item,
     render_target,
+    sending_held_elsewhere,
     set_language,
     set_message_id,
     set_notice_state,
@@ -86,6 +94,7 @@ def draft_for_item(conn: Connection, captured: Captured, drafting: Drafting) -> 
     site = site_for(item.page_url or item.url, drafting.sites)
     kind = "youth" if item.under_19 else "ncii"
     recipient, how = choose_contact(site, captured.security_txt, captured.page_html)
+    lock_drafting(conn, site=item.site, kind=kind, case_id=item.case_id)  # another worker may draft this site now
     draft = lock_open_draft(conn, site=item.site, kind=kind, case_id=item.case_id)
     if draft is None:
         language = site.language or guess_language(captured.page_html, site.host)
@@ -234,6 +243,8 @@ def resolve_sending(conn: Connection, who: Principal, notice_id: int, *, deliver
     and says which. Delivered: recorded as sent; not delivered: approved again, resent with the same Message-ID."""
     if _state(conn, notice_id) != "sending":
         raise NoticeError(f"notice {notice_id} is not stuck in sending")
+    if sending_held_elsewhere(conn, notice_id):  # not stuck: a live worker is talking to the mail server now
+        raise NoticeError(f"notice {notice_id} is being sent right now: look again in a minute")
     if delivered:
         _record_sent(conn, notice_id, recheck_after_s)
     else:
@@ -254,30 +265,51 @@ def cancel(conn: Connection, who: Principal, notice_id: int) -> None:
 
 def send_approved(pool: ConnectionPool, smtp: SmtpSettings, sender: Sender, *, max_attempts: int,
                   recheck_after_s: float, limit: int = 100) -> int:
-    """Send approved notices (and retry failed ones), most urgent first; returns how many went out."""
+    """Send approved notices (and retry failed ones), most urgent first; returns how many went out. Each notice is
+    claimed ('sending', committed) before the mail server is contacted, so at most one worker sends it."""
     sent = 0
     for _ in range(limit):
         with pool.connection() as conn:
             claimed = claim_next_to_send(conn, max_attempts)
             if claimed is None:
                 return sent
-            message_id = claimed.message_id
-            if not message_id:  # kept across retries: a resend can be recognised as the same notice
-                message_id = new_message_id(sender.email.rsplit("@", 1)[-1] or "localhost")
-                set_message_id(conn, claimed.id, message_id)
-            subject, body = language_text(conn, claimed.id, claimed.language)
-        try:
-            send_mail(smtp, sender=sender, recipient=claimed.recipient, subject=subject, body=body,
-                      message_id=message_id)
-        except Exception as error:
-            log.warning("notice %s to %s failed: %s", claimed.reference, claimed.recipient, error)
-            with pool.connection() as conn:
-                record_send_failure(conn, claimed.id, f"{type(error).__name__}: {error}"[:2000])
-            continue
-        with pool.connection() as conn:
-            _record_sent(conn, claimed.id, recheck_after_s)
-        sent += 1
+            hold_sending(conn, claimed.id)  # the session's, past the commits below, until released
+            try:
+                message_id = claimed.message_id
+                if not message_id:  # kept across retries: a resend can be recognised as the same notice
+                    message_id = new_message_id(sender.email.rsplit("@", 1)[-1] or "localhost")
+                    set_message_id(conn, claimed.id, message_id)
+                subject, body = language_text(conn, claimed.id, claimed.language)
+                conn.commit()  # the claim is seen by every other worker before the mail goes
+                if _send(smtp, sender, claimed, subject, body, message_id, conn):
+                    _record_sent(conn, claimed.id, recheck_after_s)
+                    sent += 1
+                conn.commit()
+            finally:
+                _release(conn, claimed.id)
     return sent
+
+
+def _release(conn: Connection, notice_id: int) -> None:
+    try:
+        conn.rollback()  # a failed transaction would refuse the unlock; a committed one has nothing to undo
+        release_sending(conn, notice_id)
+        conn.commit()
+    except psycopg.Error:
+        conn.close()  # ending the session drops its lock; the pool replaces the connection
+
+
+def _send(smtp: SmtpSettings, sender: Sender, claimed: Claimed, subject: str, body: str, message_id: str,
+          conn: Connection) -> bool:
+    """Hand the claimed notice to the mail server; False (recorded as failed, retried later) when that fails."""
+    try:
+        send_mail(smtp, sender=sender, recipient=claimed.recipient, subject=subject, body=body,
+                  message_id=message_id)
+    except Exception as error:
+        log.warning("notice %s to %s failed: %s", claimed.reference, claimed.recipient, error)
+        record_send_failure(conn, claimed.id, f"{type(error).__name__}: {error}"[:2000])
+        return False
+    return True
 
 
 def _record_sent(conn: Connection, notice_id: int, recheck_after_s: float) -> None:

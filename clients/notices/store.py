@@ -39,6 +39,19 @@ def draft_target(conn: Connection, item_id: int) -> DraftTarget:
     return DraftTarget(*row)
 
 
+# Advisory lock classes (two-key form: never the schema's one-key migration lock). Values fit a signed int4.
+_DRAFTING_LOCK = 0x6A770001
+_SENDING_LOCK = 0x6A770002
+
+
+def lock_drafting(conn: Connection, *, site: str, kind: str, case_id: str | None) -> None:
+    """Drafting for this site, kind and case is the caller's alone until its transaction ends: two workers drafting
+    items of one site at once would each find no open draft and start one each. The hash may join unrelated
+    drafts into one lock now and then; that only makes one wait."""
+    conn.execute("select pg_advisory_xact_lock(%s, hashtext(%s))",
+                 (_DRAFTING_LOCK, "\x1f".join((site, kind, case_id or ""))))
+
+
 def lock_open_draft(conn: Connection, *, site: str, kind: str, case_id: str | None) -> tuple[int, str | None] | None:
     """(id, recipient) of the newest draft of this site, kind and case that no officer has edited, locked for the rest
     of the caller's transaction; None when there is none. An edited draft is left as the officer wrote it."""
@@ -292,6 +305,23 @@ def claim_next_to_send(conn: Connection, max_attempts: int) -> Claimed | None:
         " returning id, reference, recipient, language, coalesce(message_id, '')", (max_attempts,),
     ).fetchone()
     return None if row is None else Claimed(*row)
+
+
+def hold_sending(conn: Connection, notice_id: int) -> None:
+    """Mark the notice as being sent by this connection's session, past commits, until `release_sending` or the
+    session ends (a worker that dies mid-send drops it): an officer resolving a notice stuck in 'sending' checks it
+    (`sending_held_elsewhere`), so a live send is never taken for a crashed one."""
+    conn.execute("select pg_advisory_lock(%s, %s)", (_SENDING_LOCK, notice_id))
+
+
+def release_sending(conn: Connection, notice_id: int) -> None:
+    conn.execute("select pg_advisory_unlock(%s, %s)", (_SENDING_LOCK, notice_id))
+
+
+def sending_held_elsewhere(conn: Connection, notice_id: int) -> bool:
+    """Whether a live worker is sending the notice now (its `hold_sending`). When not, this transaction holds the
+    lock until it ends, so no send can start meanwhile."""
+    return not conn.execute("select pg_try_advisory_xact_lock(%s, %s)", (_SENDING_LOCK, notice_id)).fetchone()[0]
 
 
 def set_message_id(conn: Connection, notice_id: int, message_id: str) -> None:
