@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import email
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -99,6 +104,62 @@ def serving(postgres_server: str, data_dir: Path, match: Any = None) -> Iterator
 def database_url(postgres_server: str) -> Iterator[str]:
     with fresh_database(postgres_server) as url:
         yield url
+
+
+# --- `jiwoom serve` processes ---------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_serve(url: str, data_dir: Path, port: int, log: Path, env: dict[str, str] | None = None,
+                *args: str) -> subprocess.Popen[bytes]:
+    """A `jiwoom serve` process (not waited for: see `wait_serving`), its output appended to `log`."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "jiwoom.cli", "serve", "--database-url", url, "--data-dir", str(data_dir),
+             "--listen", f"127.0.0.1:{port}", *args], cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out,
+            stderr=subprocess.STDOUT)
+
+
+def wait_serving(process: subprocess.Popen[bytes], port: int, log: Path, timeout_s: float = 180) -> None:
+    """Until the process's gRPC health says SERVING (its indexes are loaded); the test fails if it dies first."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from jiwoom.api.client import open_channel
+
+    channel = open_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
+                    return
+            except grpc.RpcError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"service did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.3)
+    finally:
+        channel.close()
+
+
+def stop_serve(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+@contextmanager
+def serve(url: str, data_dir: Path, port: int, log: Path, env: dict[str, str] | None = None,
+          *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    process = start_serve(url, data_dir, port, log, env, *args)
+    try:
+        wait_serving(process, port, log)
+        yield process
+    finally:
+        stop_serve(process)
 
 
 # --- Milvus ---------------------------------------------------------------------------------------------------------

@@ -3,57 +3,23 @@ reference matches, and nothing half-written is visible."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import psycopg
-import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jiwoom.api.client import MatcherClient, open_channel
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.storage.db import migrate, open_pool
 from server.storage.store import Store
-from tests.conftest import free_port, fresh_database
+from tests.conftest import free_port, fresh_database, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = [f"img_{i:04d}.jpg" for i in range(1, 200, 9)]  # 23 distinct photos
-
-
-@contextmanager
-def serve(url: str, data_dir: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "JIWOOM_SERVICE_SNAPSHOT_INTERVAL_S": "1"}  # snapshots happen while registering
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "jiwoom.cli", "serve", "--database-url", url, "--data-dir", str(data_dir),
-             "--listen", f"127.0.0.1:{port}"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        channel = open_channel(f"127.0.0.1:{port}")
-        health = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
-                    break
-            except grpc.RpcError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"service did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        channel.close()
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
+SNAPSHOTS_OFTEN = {"JIWOOM_SERVICE_SNAPSHOT_INTERVAL_S": "1"}  # snapshots happen while registering
 
 
 def test_sigkill_during_registration_loses_no_acknowledged_reference(postgres_server: str, corpus: Path,
@@ -75,7 +41,7 @@ def test_sigkill_during_registration_loses_no_acknowledged_reference(postgres_se
                 with lock:
                     acknowledged[name] = reply.reference_id
 
-        with serve(url, tmp_path / "data", port, log) as process:
+        with serve(url, tmp_path / "data", port, log, SNAPSHOTS_OFTEN) as process:
             channel = open_channel(f"127.0.0.1:{port}")
             client = MatcherClient(channel, token, timeout_s=60)
             workers = [threading.Thread(target=register, args=(IMAGES[i::2], client)) for i in range(2)]
@@ -99,7 +65,7 @@ def test_sigkill_during_registration_loses_no_acknowledged_reference(postgres_se
         for reference_id, signals in stored.items():  # committed means complete
             assert {"embedding", "pdq"} <= set(signals), (reference_id, signals)
 
-        with serve(url, tmp_path / "data", port, log):
+        with serve(url, tmp_path / "data", port, log, SNAPSHOTS_OFTEN):
             channel = open_channel(f"127.0.0.1:{port}")
             client = MatcherClient(channel, token, timeout_s=60)
             assert client.stats().references == len(stored)

@@ -8,6 +8,7 @@ generated code.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -20,10 +21,35 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # the server's default limit (ServiceSetti
 DEFAULT_TIMEOUT_S = 120.0
 
 
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
 def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
     """gRPC's 4 MiB default is too small for media: the same limit both ways."""
     return [("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes)]
+
+
+def _client_options(max_message_bytes: int) -> list[tuple[str, int | str]]:
+    """Calls spread over every address the target resolves to: gRPC's own round_robin (its default, pick_first,
+    sends them all to one)."""
+    return [*channel_options(max_message_bytes), ("grpc.service_config", ROUND_ROBIN)]
+
+
+def channel_target(target: str) -> str:
+    """A gRPC target for one replica (host:port, or any gRPC name such as dns:///matcher.internal:50051, whose
+    addresses are all used) or for several, comma-separated (127.0.0.1:50051,127.0.0.1:50052): gRPC's static
+    address list, ipv4:a,b or ipv6:[a],[b]."""
+    addresses = [a.strip() for a in target.split(",") if a.strip()]
+    if len(addresses) <= 1 or target.startswith(("ipv4:", "ipv6:")):
+        return target
+    if all(a.startswith("[") for a in addresses):
+        return "ipv6:" + ",".join(addresses)
+    hosts = [a.rsplit(":", 1)[0] for a in addresses]
+    if not all(h.count(".") == 3 and h.replace(".", "").isdigit() for h in hosts):
+        raise ValueError(f"several replicas are listed by IP address (host names: one dns:/// name that resolves "
+                         f"to all of them), got {target!r}")
+    return "ipv4:" + ",".join(addresses)
 
 
 def _credentials(tls_ca: Path | None, tls: bool) -> grpc.ChannelCredentials | None:
@@ -35,19 +61,19 @@ def _credentials(tls_ca: Path | None, tls: bool) -> grpc.ChannelCredentials | No
 
 def open_channel(target: str, *, tls_ca: Path | None = None, tls: bool = False,
                  max_message_bytes: int = MAX_MESSAGE_BYTES) -> grpc.Channel:
-    credentials, options = _credentials(tls_ca, tls), channel_options(max_message_bytes)
+    credentials, options = _credentials(tls_ca, tls), _client_options(max_message_bytes)
     if credentials is not None:
-        return grpc.secure_channel(target, credentials, options=options)
-    return grpc.insecure_channel(target, options=options)
+        return grpc.secure_channel(channel_target(target), credentials, options=options)
+    return grpc.insecure_channel(channel_target(target), options=options)
 
 
 def open_aio_channel(target: str, *, tls_ca: Path | None = None, tls: bool = False,
                      max_message_bytes: int = MAX_MESSAGE_BYTES) -> grpc.aio.Channel:
     """The same channel for asyncio callers (the crawler's MatchStream)."""
-    credentials, options = _credentials(tls_ca, tls), channel_options(max_message_bytes)
+    credentials, options = _credentials(tls_ca, tls), _client_options(max_message_bytes)
     if credentials is not None:
-        return grpc.aio.secure_channel(target, credentials, options=options)
-    return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.secure_channel(channel_target(target), credentials, options=options)
+    return grpc.aio.insecure_channel(channel_target(target), options=options)
 
 
 class MatcherClient:

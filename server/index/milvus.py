@@ -52,6 +52,7 @@ WRITE_BATCH_BYTES = 16 * 1024 * 1024  # rows per insert call: well under Milvus'
 DELETE_BATCH = 1000  # owners per delete expression
 QUERY_BATCH = 16384  # Milvus's limit on one query's results
 STRONG = "Strong"
+MAKE_ATTEMPTS = 8
 T = TypeVar("T")
 
 _clients: dict[tuple[str, str, str], Any] = {}
@@ -125,22 +126,31 @@ class _Collection:
     def _ensure(self) -> None:
         from pymilvus import DataType, MilvusClient
 
-        def make() -> None:
+        def make() -> bool:
             if not self.client.has_collection(self.name):
                 schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
                 self._schema_fields(schema, DataType)
                 params = self.client.prepare_index_params()
                 self._index_params(params)
-                try:
-                    self.client.create_collection(self.name, schema=schema, index_params=params,
-                                                  consistency_level=STRONG)
-                except Exception:
-                    if not self.client.has_collection(self.name):  # not another replica's create: a real failure
-                        raise
+                self.client.create_collection(self.name, schema=schema, index_params=params,
+                                              consistency_level=STRONG)
             self._check(self.client.describe_collection(self.name))
+            if not self.client.list_indexes(self.name, field_name="vector"):
+                return False  # another replica is making it: its index comes next
             self.client.load_collection(self.name)
+            return True
 
-        _call(f"open collection {self.name}", make)
+        # Replicas that start together race to make the same collection: the loser's calls fail or find it half
+        # made, and succeed a moment later
+        for attempt in range(MAKE_ATTEMPTS):
+            try:
+                if _call(f"open collection {self.name}", make):
+                    return
+            except IndexUnavailable:
+                if attempt == MAKE_ATTEMPTS - 1:
+                    raise
+            time.sleep(0.2 * (attempt + 1))
+        raise IndexUnavailable(f"milvus: collection {self.name} has no index on its vectors")
 
     def _check(self, description: dict[str, Any]) -> None:
         expected = self._expected()
@@ -293,7 +303,6 @@ class MilvusVectorIndex(_RowCollection):
                  "IVF_PQ": {"nlist": s.milvus_ivf_nlist, "m": s.milvus_pq_m, "nbits": 8},
                  "GPU_CAGRA": {"intermediate_graph_degree": 64, "graph_degree": 32}}[self.index_type]
         params.add_index("vector", index_type=self.index_type, metric_type=self._milvus_metric, params=build)
-        params.add_index("owner", index_type="STL_SORT")
 
     def _expected(self) -> dict[str, Any]:
         from pymilvus import DataType
@@ -356,7 +365,6 @@ class MilvusBinaryIndex(_RowCollection):
 
     def _index_params(self, params: Any) -> None:
         params.add_index("vector", index_type="BIN_FLAT", metric_type="HAMMING")
-        params.add_index("owner", index_type="STL_SORT")
 
     def _expected(self) -> dict[str, Any]:
         from pymilvus import DataType
