@@ -133,6 +133,20 @@ def token_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def index_command(args: argparse.Namespace) -> int:
+    from server.app import database
+    from server.service.collections import rebuild
+    from server.storage.db import open_pool
+    from server.storage.store import Store
+
+    settings = _service_settings(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with database(settings, args.database_url) as url, open_pool(url, max_size=2) as pool:
+        result = rebuild(settings, Store(pool, settings.models))
+    print(json.dumps({"backend": settings.index.backend, **result}), flush=True)
+    return 0
+
+
 @contextlib.contextmanager
 def crawl_database(database_url: str | None, data_dir: str | None) -> Iterator[ConnectionPool]:
     """The crawler's frontier lives in the service's database (given, or the embedded one in the data dir)."""
@@ -179,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         if name == "token":
             command.add_argument("--role", required=True, choices=("crawler", "case_system", "officer", "admin"))
             command.add_argument("--name", required=True, help="who or what holds the token (for the audit log)")
+    index = commands.add_parser("index", help="rebuild the indexes from PostgreSQL (Milvus: this install's "
+                                "collections; in-process backends: the snapshots are dropped)")
+    index.add_argument("action", choices=("rebuild",))
+    index.add_argument("--database-url", help="PostgreSQL conninfo (default $DATABASE_URL, else embedded)")
+    index.add_argument("--data-dir", help="embedded PostgreSQL and index snapshots (JIWOOM_SERVICE_DATA_DIR)")
+    index.set_defaults(run=index_command, listen=None, tls_cert=None, tls_key=None)
     add_commands(commands)
     add_crawl_commands(commands, crawl_database, token_holder)
     args = parser.parse_args(argv)

@@ -4,8 +4,12 @@ over both, and a replica killed mid-registration loses nothing the other one ack
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -24,6 +28,7 @@ from server.index.milvus import drop_collections
 from server.storage.db import migrate, open_pool
 from server.storage.store import Store
 from tests.conftest import (
+    ROOT,
     free_port,
     fresh_database,
     milvus_prefix,
@@ -180,3 +185,20 @@ def test_a_replica_killed_mid_registration_loses_nothing_acknowledged(cluster: C
     with psycopg.connect(cluster.url) as conn:
         in_database = conn.execute("select count(*) from reference_media").fetchone()[0]
     assert stats[("references", "embedding")].owners == in_database
+
+
+def test_the_collections_are_rebuilt_from_postgresql(cluster: Cluster, corpus: Path) -> None:
+    """`jiwoom index rebuild` drops this install's collections and writes them again from the database; the
+    replicas that kept running match from the rebuilt ones."""
+    with psycopg.connect(cluster.url) as conn:
+        total = conn.execute("select count(*) from reference_media").fetchone()[0]
+        first = conn.execute("select id from reference_media where case_id = 'case-replicas'").fetchone()[0]
+    done = subprocess.run([sys.executable, "-m", "jiwoom.cli", "index", "rebuild", "--database-url", cluster.url],
+                          cwd=ROOT, env={**os.environ, **cluster.env}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["references"] == total
+    time.sleep(STALENESS_S + 0.1)
+    b = cluster.b.client(cluster.token)
+    stats = {(s.collection, s.signal_name): s for s in b.stats().indexes}
+    assert stats[("references", "pdq")].owners == total
+    assert found(b.match((corpus / "images" / IMAGES[0]).read_bytes()), first)

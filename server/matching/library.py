@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -35,6 +36,7 @@ from server.signals import Hits, Signal, SignalVectors, configured_signals
 
 if TYPE_CHECKING:
     from server.index.faiss_index import BinaryIndex, VectorIndex
+    from server.index.milvus import MilvusOwners
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,15 @@ class Library:
         self.settings = settings or IndexSettings()
         self.shared = self.settings.backend == "milvus"
         self.pending: dict[str, str] = {}  # signal -> layout of the trained index its Flat stand-in waits for
-        self.indexes: dict[str, VectorSearch | BinaryIndex] = {n: self._fresh(n) for n in self.signals}
-        self.registry = owner_registry(self.settings, name) if self.shared else None
+        self.registry: MilvusOwners | None = None
+        if self.shared:  # each collection takes seconds to load in Milvus: open them together
+            with ThreadPoolExecutor(len(self.signals) + 1) as pool:
+                registry = pool.submit(owner_registry, self.settings, name)
+                opened = dict(zip(self.signals, pool.map(self._fresh, self.signals), strict=True))
+                self.registry = registry.result()
+            self.indexes: dict[str, VectorSearch | BinaryIndex] = opened
+        else:
+            self.indexes = {n: self._fresh(n) for n in self.signals}
         self._times: dict[str, dict[int, np.ndarray]] = {n: {} for n in self.signals}
         self._owners: set[int] = set()
         self._lock = threading.RLock()

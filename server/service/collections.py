@@ -98,3 +98,26 @@ class Collections:
         if self._snapshotter is not None:
             self._snapshotter.join(timeout=5)
         self.snapshot()
+
+
+def rebuild(settings: Settings, store: Store) -> dict[str, int]:
+    """The indexes written again from PostgreSQL: with the Milvus backend this install's collections are dropped
+    and refilled (run it with the replicas stopped: meanwhile their searches fail UNAVAILABLE); with an in-process
+    backend the snapshots are deleted, and the next start reads everything from the database. Returns the owners
+    per library (Milvus) or the snapshot files deleted (in-process)."""
+    from server.service.versions import signals_in_use
+    from server.signals import configured_signals
+
+    if settings.index.backend != "milvus":
+        snapshots = Path(settings.service.data_dir).expanduser() / "index"
+        files = [f for f in snapshots.glob("*") if f.is_file()] if snapshots.is_dir() else []
+        for file in files:
+            file.unlink()
+        return {"snapshot files": len(files)}
+    from server.index.milvus import drop_collections
+
+    dropped = drop_collections(settings.index, NAMES)
+    log.info("dropped %d Milvus collections: %s", len(dropped), ", ".join(dropped) or "none")
+    collections = Collections(settings, store, None)
+    collections.load(signals_in_use(store, configured_signals(settings.match), store.signal_models))
+    return {name: len(collections[name]) for name in NAMES}
