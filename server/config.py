@@ -200,6 +200,9 @@ class ServiceSettings:
     # host:port of the plain-HTTP Prometheus metrics and probes (/metrics, /live, /ready); "" = off, port 0 = a free
     # port (logged). Keep it on a private address: it needs no token
     metrics_listen: str = ""
+    # With the Milvus backend (replicas): how often what other replicas wrote that is not in Milvus (case
+    # thresholds, victims' identifiers) is read again from PostgreSQL
+    shared_refresh_s: float = 1.0
     # HMAC key of the victims' identifiers' digests (server.storage.keys); default: data_dir/identifier.key (0600).
     # Losing it makes the recorded identifiers unsearchable (record them again); back it up apart from the database.
     identifier_key_file: str = ""

@@ -40,6 +40,7 @@ from tests.conftest import (
 IMAGES = [f"img_{i:04d}.jpg" for i in range(3, 200, 11)]  # 18 distinct photos
 VISIBLE_WITHIN_S = 1.0  # the issue's target: acknowledged on one replica, matchable on every one
 STALENESS_S = 0.5  # the searches' guarantee (IndexSettings.milvus_staleness_s, the default)
+REFRESH_S = 1.0  # ServiceSettings.shared_refresh_s, the default
 
 
 @dataclass
@@ -83,8 +84,10 @@ class Cluster:
 def cluster(postgres_server: str, milvus_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     prefix = milvus_prefix()
     root = tmp_path_factory.mktemp("replicas")
+    # the identifiers' key is one file every replica reads (here a path both share; in production a secret)
     env = {"JIWOOM_INDEX_BACKEND": "milvus", "JIWOOM_INDEX_MILVUS_URI": milvus_uri,
-           "JIWOOM_INDEX_MILVUS_PREFIX": prefix, "JIWOOM_MATCH_SIGNALS": "pdq,embedding,embedding_fast,face_sface"}
+           "JIWOOM_INDEX_MILVUS_PREFIX": prefix, "JIWOOM_MATCH_SIGNALS": "pdq,embedding,embedding_fast,face_sface",
+           "JIWOOM_SERVICE_IDENTIFIER_KEY_FILE": str(root / "identifier.key")}
     with fresh_database(postgres_server) as url:
         migrate(url)
         with open_pool(url, max_size=1) as pool:
@@ -128,6 +131,17 @@ def test_forgotten_on_one_replica_gone_from_the_other(cluster: Cluster, corpus: 
     time.sleep(STALENESS_S + 0.1)
     assert not found(a.match(image), reference_id)
     assert not found(b.match(image), reference_id)
+
+
+def test_identifiers_recorded_on_one_replica_are_looked_for_on_the_other(cluster: Cluster, corpus: Path) -> None:
+    a, b = cluster.a.client(cluster.token), cluster.b.client(cluster.token)
+    a.record_identifiers("case-named", [("name", "박서준")])
+    time.sleep(REFRESH_S + 0.5)
+    url = "http://board.example/post/7"
+    response = b.match((corpus / "images" / IMAGES[5]).read_bytes(),
+                       pb.Source(url=url, page_url=url, site="board.example", title="박서준 유출 영상"))
+    assert {(e.case_id, e.kind, e.field) for e in response.exposures} == {("case-named", "name", "title")}
+    assert "박서준" not in response.redacted_title
 
 
 def test_a_client_of_both_replicas_spreads_its_calls(cluster: Cluster) -> None:

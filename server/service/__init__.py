@@ -154,7 +154,8 @@ class MatchingService:
         self.snapshot_dir = snapshot_dir
         self.collections = Collections(settings, store, snapshot_dir)
         defaults = Thresholds.defaults(settings.match)
-        self.cases = SharedCases(defaults, store) if settings.index.backend == "milvus" else Cases(defaults)
+        self.cases = (SharedCases(defaults, store, settings.service.shared_refresh_s)
+                      if settings.index.backend == "milvus" else Cases(defaults))
         # What new media is stored with, and what queries are searched with: the same, plus (from `start`) the
         # signals of older models that stored references still hold (server.service.versions)
         self.new_signals = configured_signals(settings.match)
@@ -197,6 +198,18 @@ class MatchingService:
         self.cases.load(self.store)
         self.identifiers.load(self.store)
         self.collections.start_snapshots(self.slots.stopping)
+        if self.collections.shared:
+            threading.Thread(target=self._follow_other_replicas, name="replicas", daemon=True).start()
+
+    def _follow_other_replicas(self) -> None:
+        """What other replicas record outside Milvus and this one keeps in memory: the victims' identifiers (the
+        cases' thresholds are read as they are used, `SharedCases`)."""
+        while not self.slots.stopping.wait(self.settings.service.shared_refresh_s):
+            try:
+                if self.identifiers.refresh(self.store):
+                    log.info("identifiers recorded or forgotten on another replica: read again")
+            except Exception:  # the database or the key file went away: the next round tries again
+                log.exception("reading other replicas' identifiers failed")
 
     def snapshot(self, names: tuple[str, ...] | None = None, force: bool = False) -> None:
         self.collections.snapshot(names, force)

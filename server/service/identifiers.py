@@ -74,6 +74,21 @@ class CaseIdentifiers:
             recorded.setdefault(digest, []).append((case_id, kind))
         self._recorded = recorded
 
+    def refresh(self, store: Store) -> bool:
+        """Read the identifiers again (what other replicas recorded or forgot); whether they changed. An
+        unchanged set keeps its map, and with it the findings kept for recent texts."""
+        rows = store.case_identifiers()
+        recorded: dict[bytes, list[tuple[str, str]]] = {}
+        for digest, case_id, kind in rows:
+            recorded.setdefault(digest, []).append((case_id, kind))
+        with self._lock:
+            if {d: sorted(c) for d, c in recorded.items()} == {d: sorted(c) for d, c in self._recorded.items()}:
+                return False
+            if rows:
+                self._load_key(create=False)
+            self._recorded = recorded
+        return True
+
     def record(self, store: Store, who: Principal, case_id: str, identifiers: list[tuple[str, str]]
                ) -> tuple[int, int]:
         """Check and store identifiers (kind, value) of a case; (newly stored, the case's total). An error names
