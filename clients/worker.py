@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 CAPTURE_BATCH = 20
 # How long other workers leave this worker's claims alone: after that, they take over what a dead worker held. A
 # capture in progress is never taken over (its row stays locked), so this only delays recovery, never doubles work.
-CLAIM_LEASE_S = 600.0
 
 
 def new_claimant() -> str:
@@ -103,7 +102,7 @@ class Worker:
     pool: ConnectionPool
     match_references: MatchReferences
     claimant: str = field(default_factory=new_claimant)
-    lease_s: float = CLAIM_LEASE_S
+    lease_s: float = field(init=False)
     vault: Vault = field(init=False)
     drafting: Drafting = field(init=False)
     _browser: Browser | None = field(default=None, init=False)
@@ -111,6 +110,7 @@ class Worker:
     _identifier_key_missed: bool = field(default=False, init=False)  # warned once, not every pass
 
     def __post_init__(self) -> None:
+        self.lease_s = self.settings.evidence.claim_lease_s
         self.vault = open_vault(self.settings)
         self.drafting = drafting(self.settings)
 

@@ -222,6 +222,9 @@ class EvidenceSettings:
     page_timeout_s: float = 30.0  # browser page load; a page still loading then is captured as it stands
     screenshot_max_height: int = 16384  # px: endless pages are cut here (and the report says so)
     max_attempts: int = 3  # captures that keep failing are marked failed for an officer to look at
+    # how long a worker's claim on a capture or a removal check holds; a worker that died is taken over after it
+    # (longer than the slowest capture: a page load, its media and the WARC)
+    claim_lease_s: float = 600.0
     poll_interval_s: float = 10.0
 
 

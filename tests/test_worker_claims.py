@@ -1,8 +1,8 @@
 """Several action workers over one database (issue 20, stateless replicas): every item is captured, drafted and
 sent once, no removal check runs twice, and what a dead worker had claimed is taken over when its lease ends.
 
-Real PostgreSQL, a loopback fixture site, a loopback SMTP server and the real worker passes (`Worker.run_once`) in
-threads; only Chromium is replaced, by a stub that takes its time, so that two workers overlap on every item.
+Real PostgreSQL, a loopback fixture site, a loopback SMTP server, headless Chromium (a browser a worker) and the
+real worker passes (`Worker.run_once`) in threads, started together.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import email
 import hashlib
-import io
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,11 +20,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from PIL import Image
 from psycopg_pool import ConnectionPool
 
 from bench.fixture_site import FixtureSite
-from clients.evidence.capture import Screenshot
+from clients.evidence.capture import Browser, Screenshot
 from clients.notices.drafts import NoticeError, approve, resolve_sending, send_approved
 from clients.worker import Worker, smtp_settings
 from server.config import EvidenceSettings, MonitorSettings, NoticeSettings, ServiceSettings, Settings
@@ -39,28 +36,20 @@ OFFICER = Principal("officer-kim", "officer")
 RECHECK_S = 3600.0
 
 
-def _png() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (4, 4), "white").save(out, "PNG")
-    return out.getvalue()
-
-
-class SlowBrowser:
-    """Chromium's stand-in: a small PNG after a pause (so that concurrent workers overlap), each page counted."""
+class CountedBrowser:
+    """The real headless Chromium, each page it captures counted: two workers must never capture one twice."""
 
     def __init__(self, shots: Counter[str], lock: threading.Lock) -> None:
         self.shots, self.lock = shots, lock
+        self.real = Browser().__enter__()
 
-    def screenshot(self, url: str, *, timeout_s: float = 30.0, max_height_px: int = 16384,
-                   blur: Any = None) -> Screenshot:
+    def screenshot(self, url: str, **options: Any) -> Screenshot:
         with self.lock:
             self.shots[url] += 1
-        time.sleep(0.3)
-        return Screenshot(png=_png(), title="post", final_url=url, width=4, height=4, truncated=False,
-                          load_complete=True)
+        return self.real.screenshot(url, **options)
 
     def __exit__(self, *exc: object) -> None:
-        pass
+        self.real.__exit__(*exc)
 
 
 class SlowMailbox:
@@ -130,7 +119,7 @@ def desk(postgres_server: str, tmp_path: Path) -> Iterator[Desk]:
                 pool = open_pool(url, max_size=3)
                 pools.append(pool)
                 worker = Worker(settings, pool, lambda data: set())
-                worker._browser = SlowBrowser(shots, lock)  # type: ignore[assignment]
+                worker._browser = CountedBrowser(shots, lock)  # type: ignore[assignment]
                 workers.append(worker)
             try:
                 yield Desk(url, settings, site, mailbox, shots, pools, workers, pages)
@@ -206,7 +195,8 @@ def test_two_workers_capture_draft_send_and_check_each_item_once(desk: Desk) -> 
     assert all(state == "captured" and attempts == 1 for _, state, attempts in items), items
     assert desk.log_events("capture") == Counter({item_id: 1 for item_id, *_ in items})
     assert desk.shots == Counter({page: 1 for page in desk.pages})  # one screenshot per page...
-    assert all(desk.site.hits(page.split(desk.site.origin, 1)[1]) == 1 for page in desk.pages)  # ...and one fetch
+    # ...and one capture's two loads of the page: Chromium's, and the guarded fetcher's for the WARC
+    assert all(desk.site.hits(page.split(desk.site.origin, 1)[1]) == 2 for page in desk.pages)
     assert desk.sql("select count(*) from evidence_artefacts where kind = 'warc'") == [(POSTS,)]
 
     # Drafted once: one notice for the site, every item in it exactly once.
@@ -230,7 +220,7 @@ def test_two_workers_capture_draft_send_and_check_each_item_once(desk: Desk) -> 
     assert desk.sql("select removal_state, checks, count(*) from evidence_items group by 1, 2") == [
         ("still_up", 1, POSTS)]
     assert desk.log_events("removal_check") == Counter({item_id: 1 for item_id, *_ in items})
-    assert all(desk.site.hits(page.split(desk.site.origin, 1)[1]) == 2 for page in desk.pages)  # capture + check
+    assert all(desk.site.hits(page.split(desk.site.origin, 1)[1]) == 3 for page in desk.pages)  # capture + check
     assert len(desk.mailbox.messages) == 1
 
 
