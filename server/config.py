@@ -158,6 +158,9 @@ class IndexSettings:
     milvus_staleness_s: float = 0.5
     milvus_timeout_s: float = 10.0  # each Milvus call; past it the RPC fails UNAVAILABLE
     milvus_range_limit: int = 1024  # PDQ range search: codes returned per query at most (a warning when reached)
+    # A replica's start checks the newest owners of each library against PostgreSQL: those a replica killed
+    # between its two writes can have left. Everything: `jiwoom index rebuild`
+    milvus_reconcile_newest: int = 100_000
     collection: str = ""  # set by the Library: the Milvus collection one index lives in (not a setting)
 
     def __post_init__(self) -> None:

@@ -18,13 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import numpy as np
 import psycopg
 import pytest
 
 from jiwoom.api.client import MatcherClient, open_channel
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
-from server.config import IndexSettings
+from server.config import IndexSettings, MatchSettings
 from server.index.milvus import drop_collections
+from server.matching.library import Library
+from server.signals import SignalVectors, configured_signals
 from server.storage.db import migrate, open_pool
 from server.storage.store import Store
 from tests.conftest import (
@@ -188,8 +191,18 @@ def test_a_replica_killed_mid_registration_loses_nothing_acknowledged(cluster: C
         assert found(b.match((corpus / "images" / name).read_bytes()), reference_id), name
 
     # A replica that starts again brings Milvus in step with PostgreSQL (the truth): a reference committed there
-    # by the killed one but never written to Milvus is added, and every replica matches it
+    # by the killed one but never written to Milvus is added, and one Milvus holds but the database does not (its
+    # forget killed between the two deletes) is removed. Both are made so here, in case the kill left neither.
+    library = Library("references", configured_signals(MatchSettings(signals=cluster.env["JIWOOM_MATCH_SIGNALS"])),
+                      IndexSettings(backend="milvus", milvus_uri=cluster.env["JIWOOM_INDEX_MILVUS_URI"],
+                                    milvus_prefix=cluster.env["JIWOOM_INDEX_MILVUS_PREFIX"]))
+    half_written = max(acknowledged.values())
+    assert library.remove([half_written]) == 1
+    orphan = half_written + 1000
+    library.add(orphan, {"pdq": SignalVectors(np.zeros((1, 32), np.uint8), np.zeros(1, np.float32),
+                                              np.array([[0, 0, 1, 1]], np.float32), np.zeros(1, np.int32))})
     cluster.start(cluster.a)
+    assert half_written in library.owners() and orphan not in library.owners()
     with psycopg.connect(cluster.url) as conn:
         stored = {r[0] for r in conn.execute("select id from reference_media where case_id = 'case-killed'")}
     assert set(acknowledged.values()) <= stored

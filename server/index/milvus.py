@@ -432,8 +432,8 @@ class MilvusOwners(_Collection):
 
         return {"type": DataType.FLOAT_VECTOR, "dim": 2}
 
-    def owners(self) -> set[int]:
-        return set(self._scan("owner"))
+    def owners(self, since: int | None = None) -> set[int]:
+        return set(self._scan("owner", "" if since is None else f"owner >= {int(since)}"))
 
     def record(self, rows: dict[int, dict[str, int]]) -> None:
         """Each owner's row count per signal (after its rows are written)."""

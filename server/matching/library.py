@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION = 1
+# Owners without the cascade's screen rows are those stored before its model was (a migration's transition): a
+# replica learns of another's within this long
+UNSCREENED_TTL_S = 10.0
 TRAINING_SAMPLE = 2  # train on up to this many times min_training_vectors (FAISS caps k-means at 256 per centroid)
 
 
@@ -63,6 +67,7 @@ class Library:
         self.shared = self.settings.backend == "milvus"
         self.pending: dict[str, str] = {}  # signal -> layout of the trained index its Flat stand-in waits for
         self.registry: MilvusOwners | None = None
+        self._unscreened: dict[tuple[str, str], tuple[float, int]] = {}  # shared: (when counted, count)
         if self.shared:  # each collection takes seconds to load in Milvus: open them together
             with ThreadPoolExecutor(len(self.signals) + 1) as pool:
                 registry = pool.submit(owner_registry, self.settings, name)
@@ -107,6 +112,7 @@ class Library:
             index.add_timed(batch)  # type: ignore[union-attr]
         assert self.registry is not None
         self.registry.record({o: {name: len(r.get(name, ())) for name in self.indexes} for o, r in items.items()})
+        self._unscreened.clear()  # this replica's own adds count at once
         self.changes += 1
 
     def remove(self, owners: Iterable[int]) -> int:
@@ -115,6 +121,7 @@ class Library:
             held = self.registry.remove(gone)
             for index in self.indexes.values():
                 index.remove(gone)
+            self._unscreened.clear()
             self.changes += 1
             return held
         with self._lock:
@@ -164,17 +171,24 @@ class Library:
                 trained.append(signal)
         return trained
 
-    def owners(self) -> set[int]:
+    def owners(self, since: int | None = None) -> set[int]:
+        """Every owner, or those with ids from `since` on."""
         if self.registry is not None:
-            return self.registry.owners()
+            return self.registry.owners(since)
         with self._lock:
-            return set(self._owners)
+            return set(self._owners) if since is None else {o for o in self._owners if o >= since}
 
     def unscreened(self, screened: str, screen: str) -> int:
         """How many owners hold rows of `screened` but none of `screen` (stored before the screen's model was):
         the cascade cannot rule them out with the screen alone."""
-        if self.registry is not None:
-            return self.registry.lacking(screened, screen) if screened in self.indexes else 0
+        if self.registry is not None:  # a count over every owner in Milvus: asked again every few seconds only
+            if screened not in self.indexes:
+                return 0
+            key, now = (screened, screen), time.monotonic()
+            known = self._unscreened.get(key)
+            if known is None or now - known[0] > UNSCREENED_TTL_S:
+                known = self._unscreened[key] = (now, self.registry.lacking(screened, screen))
+            return known[1]
         with self._lock:
             return len(self._times.get(screened, {}).keys() - self._times.get(screen, {}).keys())
 

@@ -11,11 +11,12 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 from server.config import Settings
 from server.matching.library import Library
 from server.signals import Signal, negative_bank_signals
-from server.storage.store import Store
+from server.storage.store import Collection, Store
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,22 @@ class Collections:
             library = Library.load(name, self.snapshot_dir, signals, self.settings.index)
         from_snapshot = library is not None
         library = library or Library(name, signals, self.settings.index)
+        collection = cast("Collection", name)
+        # A shared library's newest owners only (where a replica killed between its two writes leaves them); the
+        # rest is as the replicas left it. An empty database: everything the index holds is stale
+        since = (self.store.newest_owners_from(collection, self.settings.index.milvus_reconcile_newest)
+                 if self.shared else None)
         # The index's owners before the database's: an owner another replica is adding meanwhile is in the
         # database before it is in the index, so it is never taken for stale
-        indexed = library.owners()
-        in_database = self.store.owner_ids(name)  # type: ignore[arg-type]
+        indexed = library.owners(since)
+        in_database = self.store.owner_ids(collection, since)
         stale = indexed - in_database
         library.remove(stale)
         missing = in_database - indexed
-        for batch in self.store.load_vector_batches(name, missing):  # type: ignore[arg-type]
+        for batch in self.store.load_vector_batches(collection, missing):
             library.add_many(batch.items())
         if self.shared and missing:  # forgotten on another replica while this one re-added them: not again
-            library.remove(missing - self.store.owner_ids(name))  # type: ignore[arg-type]
+            library.remove(missing - self.store.owner_ids(collection, since))
         log.info("%s: %d owners (%s), %d added from the database, %d stale removed, %.1f s", name, len(library),
                  "snapshot" if from_snapshot else "no snapshot", len(missing), len(stale),
                  time.monotonic() - started)

@@ -399,10 +399,21 @@ class Store:
                                    LocalFeatures(points, described, np.zeros(len(points), bool))))
         return out
 
-    def owner_ids(self, collection: Collection) -> set[int]:
+    def owner_ids(self, collection: Collection, since: int | None = None) -> set[int]:
+        """Every owner's id, or those from `since` on."""
         _, _, owners = _VECTOR_TABLES[collection]
         with self.pool.connection() as conn:
-            return {r[0] for r in conn.execute(f"select id from {owners}")}
+            if since is None:
+                return {r[0] for r in conn.execute(f"select id from {owners}")}
+            return {r[0] for r in conn.execute(f"select id from {owners} where id >= %s", (since,))}
+
+    def newest_owners_from(self, collection: Collection, newest: int) -> int | None:
+        """The id from which on the `newest` owners are (None: there are none)."""
+        _, _, owners = _VECTOR_TABLES[collection]
+        with self.pool.connection() as conn:
+            row = conn.execute(f"select min(id) from (select id from {owners} order by id desc limit %s) newest",
+                               (newest,)).fetchone()
+            return None if row is None else row[0]
 
     def stored_models(self, collection: Collection) -> dict[tuple[str, str], int]:
         """(signal, model id) -> how many owners hold rows of it."""
