@@ -48,10 +48,11 @@ class Sample:
     load1: float
 
 
-def locust_command(args: argparse.Namespace, port: int, out: Path) -> list[str]:
+def locust_command(args: argparse.Namespace, host: str, out: Path) -> list[str]:
+    """locust on bench/locustfile.py against `host` (host:port, or several comma-separated: round-robin)."""
     return [sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
             "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{round(args.minutes * 60)}s",
-            "--host", f"127.0.0.1:{port}", "--csv", str(out / "locust"), "--only-summary",
+            "--host", host, "--csv", str(out / "locust"), "--only-summary",
             "--logfile", str(out / "locust.log")]
 
 
@@ -231,7 +232,7 @@ def main() -> None:
                 running_service(settings, url) as running:
             crawler = running.store.create_token("soak-crawler", "crawler")
             admin = running.store.create_token("soak-admin", "admin")
-            command = locust_command(args, running.port, out)
+            command = locust_command(args, f"127.0.0.1:{running.port}", out)
             progress(f"service on 127.0.0.1:{running.port}; {' '.join(command)}")
             with (out / "locust.out").open("w") as log:
                 process = subprocess.Popen(command, cwd=ROOT, env=locust_env(args, crawler, admin, out),

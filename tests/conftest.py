@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import email
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +17,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from bench.fixture_site import FixtureSite, korean_post_page
+from bench.serve_process import free_port
 from bench.transforms import CORPUS
 from server.config import Settings
 from server.inference import Inference
@@ -106,62 +101,6 @@ def database_url(postgres_server: str) -> Iterator[str]:
         yield url
 
 
-# --- `jiwoom serve` processes ---------------------------------------------------------------------------------------
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_serve(url: str, data_dir: Path, port: int, log: Path, env: dict[str, str] | None = None,
-                *args: str) -> subprocess.Popen[bytes]:
-    """A `jiwoom serve` process (not waited for: see `wait_serving`), its output appended to `log`."""
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "jiwoom.cli", "serve", "--database-url", url, "--data-dir", str(data_dir),
-             "--listen", f"127.0.0.1:{port}", *args], cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out,
-            stderr=subprocess.STDOUT)
-
-
-def wait_serving(process: subprocess.Popen[bytes], port: int, log: Path, timeout_s: float = 180) -> None:
-    """Until the process's gRPC health says SERVING (its indexes are loaded); the test fails if it dies first."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    from jiwoom.api.client import open_channel
-
-    channel = open_channel(f"127.0.0.1:{port}")
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
-                    return
-            except grpc.RpcError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"service did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.3)
-    finally:
-        channel.close()
-
-
-def stop_serve(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-
-
-@contextmanager
-def serve(url: str, data_dir: Path, port: int, log: Path, env: dict[str, str] | None = None,
-          *args: str) -> Iterator[subprocess.Popen[bytes]]:
-    process = start_serve(url, data_dir, port, log, env, *args)
-    try:
-        wait_serving(process, port, log)
-        yield process
-    finally:
-        stop_serve(process)
-
-
 # --- Milvus ---------------------------------------------------------------------------------------------------------
 # Embedded Milvus (the `milvus` package): a real Milvus 2.3.5 standalone server, started once per session for the
 # tests that need one (about 10 s); each test uses collections of its own prefix.
@@ -190,13 +129,6 @@ def milvus_prefix() -> str:
 
 
 # --- loopback servers -----------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A free loopback port, for servers that cannot bind port 0 themselves (aiosmtpd's Controller)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Mailbox:

@@ -11,11 +11,12 @@ from pathlib import Path
 import grpc
 import psycopg
 
+from bench.serve_process import serve
 from jiwoom.api.client import MatcherClient, open_channel
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.storage.db import migrate, open_pool
 from server.storage.store import Store
-from tests.conftest import free_port, fresh_database, serve
+from tests.conftest import free_port, fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = [f"img_{i:04d}.jpg" for i in range(1, 200, 9)]  # 23 distinct photos

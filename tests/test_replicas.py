@@ -22,6 +22,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from bench.serve_process import ROOT, start_serve, stop_serve, wait_serving
 from jiwoom.api.client import MatcherClient, open_channel
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.config import IndexSettings, MatchSettings
@@ -30,15 +31,7 @@ from server.matching.library import Library
 from server.signals import SignalVectors, configured_signals
 from server.storage.db import migrate, open_pool
 from server.storage.store import Store
-from tests.conftest import (
-    ROOT,
-    free_port,
-    fresh_database,
-    milvus_prefix,
-    start_serve,
-    stop_serve,
-    wait_serving,
-)
+from tests.conftest import free_port, fresh_database, milvus_prefix
 
 IMAGES = [f"img_{i:04d}.jpg" for i in range(3, 200, 11)]  # 18 distinct photos
 VISIBLE_WITHIN_S = 1.0  # the target: acknowledged on one replica, matchable on every one
