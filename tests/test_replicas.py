@@ -90,12 +90,13 @@ def cluster(postgres_server: str, milvus_uri: str, tmp_path_factory: pytest.Temp
             token = Store(pool).create_token("replica-test", "case_system")
         replicas = [Replica(free_port(), free_port(), root / f"{name}.log", root / name) for name in "ab"]
         cluster = Cluster(url, token, env, *replicas)
-        cluster.start(*replicas)
         try:
+            cluster.start(*replicas)
             yield cluster
-        finally:
+        finally:  # a replica that failed to start is stopped too: no process outlives the tests
             for replica in replicas:
-                stop_serve(replica.process)  # type: ignore[arg-type]
+                if replica.process is not None:
+                    stop_serve(replica.process)  # type: ignore[arg-type]
             drop_collections(IndexSettings(backend="milvus", milvus_uri=milvus_uri, milvus_prefix=prefix),
                              ("references", "sightings", "benign"))
 
