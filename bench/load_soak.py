@@ -205,14 +205,19 @@ def render(args: argparse.Namespace, settings: Settings, samples: list[Sample], 
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=30.0, help="locust run time")
+def add_load_arguments(parser: argparse.ArgumentParser, minutes: float) -> None:
+    """The locust load's options (what `locust_command` and `locust_env` read)."""
+    parser.add_argument("--minutes", type=float, default=minutes, help="locust run time")
     parser.add_argument("--users", type=int, default=6, help="locust -u: a third Match users, the rest crawlers")
     parser.add_argument("--spawn-rate", type=float, default=1.0, help="locust -r")
     parser.add_argument("--references", type=int, default=30)
     parser.add_argument("--pool", type=int, default=36, help="distinct images sent")
     parser.add_argument("--seed", type=int, default=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_load_arguments(parser, minutes=30.0)
     parser.add_argument("--sample-s", type=float, default=10.0, help="seconds between RSS samples")
     parser.add_argument("--grid", type=int, default=None, help="ModelSettings.region_grid (default: the settings')")
     parser.add_argument("--out-dir", default="/tmp/locust_soak", help="report.md, rss.csv and locust's files")

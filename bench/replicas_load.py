@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from bench.load_soak import locust_command, locust_env, read_csv
+from bench.load_soak import add_load_arguments, locust_command, locust_env, read_csv
 from bench.record import machine, publish
 from bench.serve_process import ROOT, free_port, start_serve, stop_serve, wait_serving
 from server.storage.db import local_postgres, migrate, open_pool
@@ -78,12 +78,7 @@ def run_arm(args: argparse.Namespace, cluster: str, milvus_uri: str, replicas: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=3.0, help="locust run time per arm")
-    parser.add_argument("--users", type=int, default=6, help="locust -u: a third Match users, the rest crawlers")
-    parser.add_argument("--spawn-rate", type=float, default=1.0, help="locust -r")
-    parser.add_argument("--references", type=int, default=30)
-    parser.add_argument("--pool", type=int, default=36, help="distinct images sent")
-    parser.add_argument("--seed", type=int, default=0)
+    add_load_arguments(parser, minutes=3.0)  # per arm
     parser.add_argument("--out-dir", default="/tmp/replicas_load", help="report.md and each arm's locust files")
     args = parser.parse_args()
     root = Path(args.out_dir)

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.matching.library import IndexStat
+from server.rpc.servicer import wrapped_handler
 from server.service import MatchingService
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class RpcMetrics(grpc.ServerInterceptor):
             return None
         service, _, method = details.method.lstrip("/").rpartition("/")
         labels = (service, method, _KINDS[(handler.request_streaming, handler.response_streaming)])
-        return _wrapped(handler, self._unary(labels), self._streaming(labels))
+        return wrapped_handler(handler, self._unary(labels), self._streaming(labels))
 
     def _finish(self, labels: tuple[str, str, str], code: grpc.StatusCode, started: float) -> None:
         self.handled.labels(*labels, code.name).inc()
@@ -107,20 +108,6 @@ def _raised(context: grpc.ServicerContext) -> grpc.StatusCode:
     """The status of a behaviour that raised: abort() sets its code, then raises; anything else leaves as UNKNOWN."""
     code = context.code()
     return grpc.StatusCode.UNKNOWN if code in (None, grpc.StatusCode.OK) else code
-
-
-def _wrapped(handler: grpc.RpcMethodHandler, unary: Callable[[Callable], Callable],
-             streaming: Callable[[Callable], Callable]) -> grpc.RpcMethodHandler:
-    kinds = {
-        (False, False): (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
-        (True, False): (grpc.stream_unary_rpc_method_handler, handler.stream_unary),
-        (False, True): (grpc.unary_stream_rpc_method_handler, handler.unary_stream),
-        (True, True): (grpc.stream_stream_rpc_method_handler, handler.stream_stream),
-    }
-    make, behaviour = kinds[(handler.request_streaming, handler.response_streaming)]
-    wrapped = streaming(behaviour) if handler.response_streaming else unary(behaviour)
-    return make(wrapped, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
 
 
 class IndexCollector(Collector):

@@ -130,6 +130,12 @@ def _with_principal(handler: grpc.RpcMethodHandler, principal: Principal) -> grp
 
         return run
 
+    return wrapped_handler(handler, unary, streaming)
+
+
+def wrapped_handler(handler: grpc.RpcMethodHandler, unary: Callable[[Callable], Callable],
+                    streaming: Callable[[Callable], Callable]) -> grpc.RpcMethodHandler:
+    """The same handler with its behaviour wrapped: by `streaming` where it answers with a stream, else `unary`."""
     kinds = {
         (False, False): (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
         (True, False): (grpc.stream_unary_rpc_method_handler, handler.stream_unary),
