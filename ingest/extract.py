@@ -6,6 +6,7 @@ hostile input: the parsed bytes, media and link counts are capped, and garbage g
 """
 
 import codecs
+import json
 import logging
 import posixpath
 import re
@@ -148,6 +149,7 @@ class Post:
     images: list[str] = field(default_factory=list)
     videos: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    extra: dict[str, str] = field(default_factory=dict)  # platform metadata (views, channel title): sent as is
 
 
 @dataclass
@@ -217,6 +219,7 @@ class _Ctx:
     tz: tzinfo
     selectors: SiteSelectors
     meta: dict[str, list[str]]
+    ld: "_LinkedData" = field(default_factory=lambda: _LinkedData())
 
 
 def _extract(html: bytes | str, url: str, now: datetime, selectors: SiteSelectors, max_bytes: int, tz: tzinfo) -> Page:
@@ -231,8 +234,9 @@ def _extract(html: bytes | str, url: str, now: datetime, selectors: SiteSelector
     base = url
     if base_el is not None and (absolute := _absolute(url, base_el.get("href", ""))):
         base = absolute
+    ld = _linked_data(doc, base)  # before _prune, which drops every <script>
     _prune(doc)
-    ctx = _Ctx(url=url, base=base, site=_site(url), now=now, tz=tz, selectors=selectors, meta=meta)
+    ctx = _Ctx(url=url, base=base, site=_site(url), now=now, tz=tz, selectors=selectors, meta=meta, ld=ld)
     body = doc.find("body")
     root = body if body is not None else doc
     post_links, next_pages, links = _links(doc, ctx)  # doc, not body: <link rel=next> lives in <head>
@@ -569,8 +573,13 @@ def _posts(root: etree._Element, ctx: _Ctx) -> list[Post]:
         return posts
     if content is not None:
         return [_single_post(root, content, ctx)]
-    if _looks_like_post(ctx.url) or "article" in ctx.meta.get("og:type", []):
+    # A page that describes one post or video in JSON-LD or og:video is a post page whatever its markup.
+    described = ctx.ld.posting or ctx.ld.images or ctx.ld.videos or any(
+        ctx.meta.get(k) for k in ("og:video", "og:video:url", "og:video:secure_url"))
+    if _looks_like_post(ctx.url) or "article" in ctx.meta.get("og:type", []) or described:
         guess = _largest_block(root)
+        if guess is None and described:
+            guess = root
         return [] if guess is None else [_single_post(root, guess, ctx, guessed=True)]
     return []
 
@@ -640,10 +649,13 @@ def _single_post(root: etree._Element, content: etree._Element, ctx: _Ctx, *, gu
     post_root = _post_root(content, ctx)
     scope = post_root if post_root is not None else root
     title_el, title = _title_element(root, post_root, ctx)
+    if ctx.ld.title and title_el is None and not ctx.selectors.title:  # a headline beats the <title> fallback
+        title = ctx.ld.title
     author = _author(scope, ctx, skip_chrome=post_root is None)
     posted_at, posted_text = _time(scope, ctx, skip_chrome=post_root is None)
     if posted_at is None:
-        for value in ctx.meta.get("article:published_time", []) + ctx.meta.get("datepublished", []):
+        for value in [*ctx.meta.get("article:published_time", []), *ctx.meta.get("datepublished", []),
+                      *ctx.ld.published[:1]]:
             if (parsed := parse_post_time(value, ctx.now, ctx.tz)) is not None:
                 posted_at, posted_text = parsed, value
                 break
@@ -652,7 +664,7 @@ def _single_post(root: etree._Element, content: etree._Element, ctx: _Ctx, *, gu
     if posted_at is None and (parent := content.getparent()) is not None:
         posted_at, posted_text = _time_near(parent, parent, content, ctx, inside=True)
     if not author:
-        author = _clean_author(_first(ctx.meta.get("author", [])))
+        author = _clean_author(_first(ctx.meta.get("author", []))) or ctx.ld.author
     # Media from the post (content plus attachments beside it) when we know where it is, else the page sans chrome.
     if post_root is not None:
         images, videos, files = _media(post_root, ctx, _is_post_chrome)
@@ -671,8 +683,8 @@ def _single_post(root: etree._Element, content: etree._Element, ctx: _Ctx, *, gu
         posted_at=posted_at,
         posted_text=posted_text,
         text=_block_text(content),
-        images=_unique(images + og_images),
-        videos=_unique(videos + og_videos),
+        images=_unique(images + og_images + ctx.ld.images),
+        videos=_unique(videos + og_videos + ctx.ld.videos),
         files=files,
     )
 
@@ -833,6 +845,79 @@ def _largest_block(root: etree._Element) -> etree._Element | None:
         if score > best_score:
             best, best_score = el, score
     return best if best_score >= 20 else None
+
+
+# --- JSON-LD ---------------------------------------------------------------------------------------------------
+
+LD_POSTING_TYPES = frozenset({"SocialMediaPosting", "BlogPosting", "Article", "NewsArticle", "Posting",
+                              "DiscussionForumPosting", "VideoObject"})
+LD_MAX_SCRIPTS = 20
+LD_MAX_BYTES = 512 * 1024  # per script: a post's metadata is far smaller
+LD_MAX_NODES = 2000
+
+
+@dataclass
+class _LinkedData:
+    """What a page's JSON-LD says about its post: the first posting's headline, author and date, every
+    VideoObject's and ImageObject's media (contentUrl; embedUrl only when it is a media file; thumbnailUrl)."""
+
+    posting: bool = False
+    title: str = ""
+    author: str = ""
+    published: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    videos: list[str] = field(default_factory=list)
+
+
+def _linked_data(doc: etree._Element, base: str) -> _LinkedData:
+    found = _LinkedData()
+    scripts = [el for el in doc.iter("script") if (el.get("type") or "").strip().lower() == "application/ld+json"]
+    nodes: list[dict[str, object]] = []
+    for script in scripts[:LD_MAX_SCRIPTS]:
+        raw = (script.text or "")[:LD_MAX_BYTES]
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            continue  # broken JSON-LD is common; the page's markup still counts
+        stack = [data]
+        while stack and len(nodes) < LD_MAX_NODES:
+            item = stack.pop()
+            if isinstance(item, list):
+                stack.extend(reversed(item[:LD_MAX_NODES]))
+            elif isinstance(item, dict):
+                nodes.append(item)
+                stack.extend(reversed([v for v in item.values() if isinstance(v, dict | list)]))
+
+    def urls(value: object) -> list[str]:
+        values = value if isinstance(value, list) else [value]
+        out = [v if isinstance(v, str) else v.get("url") or v.get("contentUrl") for v in values[:MAX_MEDIA]
+               if isinstance(v, str | dict)]
+        return [u for v in out if isinstance(v, str) and (u := _absolute(base, v))]
+
+    for node in nodes:
+        kinds = node.get("@type")
+        types = {t for t in (kinds if isinstance(kinds, list) else [kinds]) if isinstance(t, str)}
+        if "VideoObject" in types:
+            found.videos += urls(node.get("contentUrl"))
+            found.videos += [u for u in urls(node.get("embedUrl")) if _extension(u) in VIDEO_EXTENSIONS]
+            found.images += urls(node.get("thumbnailUrl"))
+        if "ImageObject" in types:
+            found.images += urls(node.get("contentUrl") or node.get("url")) + urls(node.get("thumbnailUrl"))
+        if types & LD_POSTING_TYPES:
+            found.posting = True
+            if not found.title and isinstance(title := node.get("headline") or node.get("name"), str):
+                found.title = _clean(title)[:MAX_SHORT]
+            author = node.get("author")
+            author = author[0] if isinstance(author, list) and author else author
+            if isinstance(author, dict):
+                author = author.get("name")
+            if not found.author and isinstance(author, str):
+                found.author = _clean_author(author)
+            if isinstance(published := node.get("datePublished") or node.get("uploadDate"), str):
+                found.published.append(published.strip()[:MAX_SHORT])
+            found.images += [u for u in urls(node.get("image")) if _extension(u) not in VIDEO_EXTENSIONS]
+    found.images, found.videos = _unique(found.images), _unique(found.videos)
+    return found
 
 
 # --- media -----------------------------------------------------------------------------------------------------

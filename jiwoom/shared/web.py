@@ -19,7 +19,7 @@ import errno
 import ipaddress
 import socket
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -43,6 +43,7 @@ __all__ = [
     "address_allowed",
     "decode_content",
     "guarded_socket_factory",
+    "resolve_allowed",
 ]
 
 DEFAULT_USER_AGENT = "jiwoom-evidence/0.1 (+takedown evidence capture)"
@@ -259,16 +260,31 @@ def _check_url(url: URL, policy: FetchPolicy) -> None:
         raise FetchRefused(f"address not allowed: {host} ({url})")
 
 
+async def resolve_allowed(host: str, port: int, policy: FetchPolicy) -> list[str]:
+    """The addresses `host` resolves to, in resolver order, when every one is allowed; FetchRefused naming the
+    refused ones otherwise (a name that also points inside is not trusted). For callers that connect themselves
+    (the guard proxy): they connect to these addresses, never to a second resolution."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise FetchError(f"cannot resolve {host}: {exc}") from exc
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    refused = [a for a in addresses if not address_allowed(a, policy)]
+    if refused or not addresses:
+        raise FetchRefused(f"address not allowed: {host} resolves to {', '.join(refused) or 'nothing'}")
+    return addresses
+
+
 async def url_allowed(url: str, policy: FetchPolicy) -> bool:
     """Whether every address `url`'s host resolves to is allowed: the check for a URL handed to something that does
     its own networking (the screenshot browser), which the fetcher's connect-time guard cannot cover."""
     try:
         parsed = URL(url)
         _check_url(parsed, policy)
-        infos = await asyncio.get_running_loop().getaddrinfo(parsed.host, parsed.port or 80, type=socket.SOCK_STREAM)
-    except (FetchRefused, ValueError, OSError):
+        await resolve_allowed(parsed.host or "", parsed.port or 80, policy)
+    except (FetchError, ValueError, OSError):
         return False
-    return bool(infos) and all(address_allowed(str(info[4][0]), policy) for info in infos)
+    return True
 
 
 class Fetcher:
@@ -306,8 +322,11 @@ class Fetcher:
             await self._session.close()
             self._session = None
 
-    async def fetch(self, url: str) -> Fetched:
+    async def fetch(self, url: str, headers: Mapping[str, str] | None = None) -> Fetched:
         """GET ``url``, following up to ``max_redirects`` redirects, every hop checked.
+
+        ``headers`` (an API's credentials) are added to the request, and to redirect hops only on the same origin,
+        so they never reach another host; they show in ``request_headers``, so such exchanges are not archived.
 
         Non-2xx answers are returned, not raised (the removal monitor needs 404 and 410). Raises FetchRefused when
         policy stops the fetch (address, scheme, size, redirects, the ``timeout_s`` deadline) and FetchError when
@@ -317,7 +336,7 @@ class Fetcher:
             raise RuntimeError("Fetcher is not open: use 'async with Fetcher(...)'")
         try:
             async with asyncio.timeout(self.policy.timeout_s):
-                return await self._fetch(url)
+                return await self._fetch(url, headers)
         except TimeoutError as exc:  # the deadline, or one of aiohttp's own socket timeouts
             raise FetchRefused(f"timed out after {self.policy.timeout_s:g} s: {url}") from exc
         except aiohttp.InvalidURL as exc:  # includes legacy numeric hosts such as 2130706433 or 127.1
@@ -329,7 +348,7 @@ class Fetcher:
         except (aiohttp.ClientError, OSError, ValueError, zlib.error, brotli.error) as exc:
             raise FetchError(f"fetch failed for {url}: {exc!r}") from exc
 
-    async def _fetch(self, url: str) -> Fetched:
+    async def _fetch(self, url: str, headers: Mapping[str, str] | None = None) -> Fetched:
         assert self._session is not None
         policy = self.policy
         current = URL(url).with_fragment(None)
@@ -337,7 +356,8 @@ class Fetcher:
         redirects: list[str] = []
         while True:
             _check_url(current, policy)
-            async with self._session.get(current, allow_redirects=False) as resp:
+            extra = headers if headers and current.origin() == URL(url).origin() else None
+            async with self._session.get(current, allow_redirects=False, headers=extra) as resp:
                 fetched_at = datetime.now(UTC)
                 peer_ip = self._check_peer(resp)
                 location = resp.headers.get("Location")
