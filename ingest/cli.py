@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -42,6 +43,7 @@ def keywords_command(args: argparse.Namespace) -> int:
 def crawl_command(args: argparse.Namespace, open_database: OpenDatabase, token_holder: TokenHolder) -> int:
     from ingest.config import ConfigError, load_config
     from ingest.crawler import Crawl, author_activity, media_spread, start_job
+    from ingest.progress import Progress
     from ingest.stream import MatchStreamer
 
     try:
@@ -71,7 +73,9 @@ def crawl_command(args: argparse.Namespace, open_database: OpenDatabase, token_h
             ca = Path(config.matcher_tls_ca) if config.matcher_tls_ca else None
             async with MatchStreamer(config.matcher, token, tls_ca=ca,
                                      timeout_s=config.limits.match_timeout_s) as streamer:
-                stats = await Crawl(config, pool, streamer, expansion, normaliser).run(stop)
+                terminal = sys.stderr if sys.stderr.isatty() else None  # a live line for whoever watches it
+                stats = await Crawl(config, pool, streamer, expansion, normaliser,
+                                    progress=Progress(config.job, pool, terminal)).run(stop)
             return stats.as_dict()
 
         stats = asyncio.run(crawl())

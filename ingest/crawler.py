@@ -34,6 +34,7 @@ from ingest.extract import Page, Post, SiteSelectors, extract_page
 from ingest.keywords import Expansion, score_text
 from ingest.normalise import Normaliser
 from ingest.platforms import ChannelError, Platform, Reply, adapter
+from ingest.progress import Progress
 from ingest.render import Renderer, RenderError, RenderLimits
 from ingest.stream import MatchStreamer, StreamFailed
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
@@ -194,6 +195,7 @@ class Crawl:
     normaliser: Normaliser
     now: datetime | None = None  # the crawl's "now" for relative post times (tests fix it)
     stats: CrawlStats = field(default_factory=CrawlStats)
+    progress: Progress | None = None  # None: logged a minute and stored for the console, no terminal line
     _scope: set[str] = field(default_factory=set)
     _selectors: dict[str, SiteSelectors] = field(default_factory=dict)
     _render: dict[str, str] = field(default_factory=dict)  # seed URL -> its render mode
@@ -202,6 +204,7 @@ class Crawl:
     _channels: dict[str, Platform] = field(default_factory=dict)  # ChannelSpec.key -> its platform's adapter
 
     def __post_init__(self) -> None:
+        self.progress = self.progress or Progress(self.config.job, self.pool)
         self._scope = {site_of(seed.url) for seed in self.config.seeds}
         self._selectors = {seed.url: SiteSelectors(**seed.selectors) for seed in self.config.seeds if seed.selectors}
         self._render = {seed.url: seed.render for seed in self.config.seeds}
@@ -254,14 +257,16 @@ class Crawl:
                 if not in_flight:
                     break  # nothing pending and nothing running: the crawl is complete
                 await asyncio.wait(in_flight | {stopping}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                self.progress.tick(self.stats, loop.time() - self.stats.started)
             stopping.cancel()
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
+        state = "stopped" if stop.is_set() else "finished"
         with self.pool.connection() as conn:
-            conn.execute("update crawl_jobs set state = %s, updated_at = now() where id = %s",
-                         ("stopped" if stop.is_set() else "finished", self.config.job))
+            conn.execute("update crawl_jobs set state = %s, updated_at = now() where id = %s", (state, self.config.job))
         self.stats.seconds = loop.time() - self.stats.started
+        self.progress.finish(self.stats, self.stats.seconds, state)
         return self.stats
 
     async def _one(self, row: FrontierRow, fetcher: Fetcher, gate: HostGate) -> None:

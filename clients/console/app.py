@@ -30,7 +30,7 @@ from typing import IO, Any
 from flask import Flask, Request, Response, current_app, render_template, url_for
 from waitress.server import create_server
 
-from clients.console import cases, items, notices, removals, review_queue, session, uploads
+from clients.console import cases, crawls, items, notices, removals, review_queue, session, uploads
 from clients.console.context import EXTENSION, HERE, UI_LANGUAGES, Console, current_console, t
 from clients.evidence.reports import clock
 from clients.notices.template_files import LANGUAGES as NOTICE_LANGUAGES
@@ -45,7 +45,7 @@ CONTENT_SECURITY_POLICY = ("default-src 'none'; img-src 'self' data:; style-src 
 # The navigation (base.html) marks the entry whose endpoint ('queue', 'notices', 'removals', 'cases', less a final
 # s) the request's endpoint starts with: each of those areas' blueprints is named so that its endpoints do.
 BLUEPRINTS = (session.blueprint, review_queue.blueprint, items.blueprint, notices.blueprint, removals.blueprint,
-              cases.blueprint, uploads.blueprint)
+              cases.blueprint, uploads.blueprint, crawls.blueprint)
 
 
 class InMemoryUploads(Request):

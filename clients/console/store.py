@@ -305,3 +305,22 @@ def notified_items(conn: Connection) -> list[ItemView]:
         f"select {_ITEM_COLUMNS} from evidence_items e join sightings s on s.id = e.sighting_id"
         " where e.notified_at is not null order by e.site, e.removal_state, e.id").fetchall()
     return [ItemView(*row) for row in rows]
+
+
+class CrawlView(TypedDict):
+    id: str
+    state: str
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+    hosts: int
+    progress: dict[str, Any]
+
+
+def crawl_jobs(conn: Connection, limit: int = 50) -> list[CrawlView]:
+    """The crawl jobs, running ones first, with the figures the crawler last stored (its prompt stays out: it
+    describes the victim's media)."""
+    keys = ("id", "state", "created_at", "created_by", "updated_at", "hosts", "progress")
+    return [CrawlView(**dict(zip(keys, row, strict=True))) for row in conn.execute(  # type: ignore[typeddict-item]
+        "select id, state, created_at, created_by, updated_at, cardinality(hosts), progress from crawl_jobs"
+        " order by state <> 'running', updated_at desc limit %s", (limit,))]
