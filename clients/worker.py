@@ -117,7 +117,8 @@ class Worker:
     @property
     def browser(self) -> Browser:
         if self._browser is None:  # started on the first capture: Chromium costs ~1 s and 200 MB
-            self._browser = Browser().__enter__()
+            # Under the fetcher's policy: the browser's own requests get the same address checks.
+            self._browser = Browser(policy=fetch_policy(self.settings)).__enter__()
         return self._browser
 
     def close(self) -> None:

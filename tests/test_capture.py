@@ -44,7 +44,7 @@ def site() -> Iterator[FixtureSite]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with Browser() as b:
+    with Browser(policy=LOOPBACK) as b:
         yield b
 
 

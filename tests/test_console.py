@@ -41,7 +41,9 @@ from bench import transforms
 from bench.fixture_site import FixtureSite
 from clients.console.app import Console, create_app, serving
 from clients.evidence.capture import Browser
-from clients.worker import Worker, drafting, open_vault
+from clients.worker import Worker, drafting, fetch_policy, open_vault
+from ingest.crawler import CrawlStats
+from ingest.progress import Progress
 from jiwoom.api.client import MatcherClient
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.storage.db import open_pool
@@ -127,7 +129,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 @pytest.fixture(scope="module")
 def desk(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     with action_desk(postgres_server, tmp_path_factory.mktemp("console")) as served, FixtureSite() as site, \
-            open_pool(served.database_url, max_size=6) as console_pool, Browser() as browser:
+            open_pool(served.database_url, max_size=6) as console_pool, \
+            Browser(policy=fetch_policy(served.settings)) as browser:
         settings = served.settings
         console = Console(settings, console_pool, open_vault(settings, create=False), drafting(settings),
                           served.channel)
@@ -406,6 +409,21 @@ def test_a_removal_appears_in_the_chart(desk: Desk) -> None:
     status, body, headers = desk.fetch("/removals.csv")
     assert status == 200 and headers["Content-Type"].startswith("text/csv") and b",2,1,1,0," in body
     desk.shoot("10-removals-after")
+
+
+def test_a_running_crawl_shows_its_progress(desk: Desk) -> None:
+    """The crawler stores its figures every few seconds (ingest.progress); the console shows them."""
+    desk.sql("insert into crawl_jobs (id, config, created_by, hosts) values ('crawl-progress', '{}', 'crawler-1',"
+             " '{a.example,b.example}')")
+    figures = CrawlStats(pages=17, media=9, posts=12, matches=2, failed=1, skipped={"naver web: no key": 4})
+    with open_pool(desk.database_url, max_size=1) as pool:
+        Progress("crawl-progress", pool).tick(figures, 75.0)
+    desk.open("/crawls")
+    row = desk.driver.find_element(By.ID, "crawl-crawl-progress")
+    cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1:6] == ["실행 중", "17", "9", "2", "1 · 4건 건너뜀"] and cells[6] == "2", cells
+    assert "17 pages, 9 media, 12 posts, 2 matches, 1 errors, 4 skipped; 0.23 pages/s" in row.text
+    assert "1:15 elapsed" in row.text
 
 
 def test_a_notice_stuck_in_sending_is_resolved_by_an_officer(desk: Desk) -> None:

@@ -102,7 +102,7 @@ def site() -> Iterator[FixtureSite]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with Browser() as b:
+    with Browser(policy=FetchPolicy(allow_networks=("127.0.0.0/8",))) as b:
         yield b
 
 

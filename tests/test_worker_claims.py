@@ -25,7 +25,8 @@ from psycopg_pool import ConnectionPool
 from bench.fixture_site import FixtureSite
 from clients.evidence.capture import Browser, Screenshot
 from clients.notices.drafts import NoticeError, approve, resolve_sending, send_approved
-from clients.worker import Worker, smtp_settings
+from clients.worker import Worker, fetch_policy, smtp_settings
+from jiwoom.shared.web import FetchPolicy
 from server.config import EvidenceSettings, MonitorSettings, NoticeSettings, ServiceSettings, Settings
 from server.storage.db import migrate, open_pool
 from server.storage.store import Principal
@@ -39,9 +40,9 @@ RECHECK_S = 3600.0
 class CountedBrowser:
     """The real headless Chromium, each page it captures counted: two workers must never capture one twice."""
 
-    def __init__(self, shots: Counter[str], lock: threading.Lock) -> None:
+    def __init__(self, shots: Counter[str], lock: threading.Lock, policy: FetchPolicy) -> None:
         self.shots, self.lock = shots, lock
-        self.real = Browser().__enter__()
+        self.real = Browser(policy=policy).__enter__()
 
     def screenshot(self, url: str, **options: Any) -> Screenshot:
         with self.lock:
@@ -119,7 +120,8 @@ def desk(postgres_server: str, tmp_path: Path) -> Iterator[Desk]:
                 pool = open_pool(url, max_size=3)
                 pools.append(pool)
                 worker = Worker(settings, pool, lambda data: set())
-                worker._browser = CountedBrowser(shots, lock)  # type: ignore[assignment]
+                worker._browser = CountedBrowser(  # type: ignore[assignment]
+                    shots, lock, fetch_policy(settings))
                 workers.append(worker)
             try:
                 yield Desk(url, settings, site, mailbox, shots, pools, workers, pages)

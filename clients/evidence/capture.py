@@ -1,26 +1,24 @@
 """Evidence capture: full-page screenshots through one headless system Chromium, and WARC files of HTTP exchanges.
 
-The browser is Debian's ``chromium`` driven by Debian's ``chromedriver`` through Selenium; both paths are given
-explicitly so Selenium Manager is never run (it would try to download a browser, and there is no internet).
-The browser is not behind :mod:`jiwoom.shared.web`'s address guard: only point it at URLs that passed that guard.
+The browser is Debian's ``chromium`` started by :func:`jiwoom.shared.browser.launch` (explicit paths, so Selenium
+Manager never runs). Every request it makes, the page and its scripts, XHR/fetch, images and iframes, goes through
+its own :class:`jiwoom.shared.guard_proxy.GuardProxy` under the evidence fetch policy, so a captured page cannot
+make the worker's host reach a private or cloud-metadata address.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import io
 import math
-import os
-import shutil
-import signal
 import struct
-import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
-from pathlib import Path
 from types import TracebackType
 
 import urllib3
@@ -31,21 +29,21 @@ from selenium.common.exceptions import (
     TimeoutException,
     WebDriverException,
 )
-from selenium.webdriver.chrome.service import Service
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.timeutils import datetime_to_iso_date
 from warcio.warcwriter import WARCWriter
 from yarl import URL
 
-from jiwoom.shared.web import Fetched
+from jiwoom.shared.browser import BrowserError, launch, quit_driver
+from jiwoom.shared.guard_proxy import GuardProxy
+from jiwoom.shared.web import Fetched, FetchPolicy
 
 __all__ = ["Browser", "BrowserError", "Screenshot", "build_warc"]
 
-DEFAULT_CHROMIUM = "/usr/bin/chromium"
-DEFAULT_CHROMEDRIVER = "/usr/bin/chromedriver"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_WIDTH_PX = 4096  # wider pages are cut at the right edge (and reported truncated)
 _SETTLE_S = 2.0  # at most this long scrolling for lazy images after the load
+_PROXY_WAIT_S = 10.0  # starting or stopping the guard proxy on its loop
 _DEAD_SESSION_MARKERS = ("chrome not reachable", "session deleted", "disconnected", "target crashed",
                          "tab crashed", "no such session", "not connected to devtools")
 
@@ -147,10 +145,6 @@ def _utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-class BrowserError(RuntimeError):
-    """The browser could not be started or could not capture the page."""
-
-
 @dataclass(frozen=True)
 class Screenshot:
     """A full-page PNG and what the browser ended up showing."""
@@ -181,21 +175,31 @@ def _session_dead(exc: BaseException) -> bool:
 
 
 class Browser:
-    """One headless Chromium for full-page screenshots; ``with Browser() as b: shot = b.screenshot(url)``.
+    """One headless Chromium for full-page screenshots behind its own guard proxy;
+    ``with Browser(policy=policy) as b: shot = b.screenshot(url)``.
+
+    ``policy`` is the evidence fetch policy (its ``allow_networks`` too): every request of the browser is checked
+    against it by ``proxy`` (``proxy.connected``/``proxy.refused`` say what it let through and turned away). The
+    proxy is asyncio and the browser is driven from the caller's thread, so the proxy runs on an event loop of its
+    own in a daemon thread: the Browser outlives the callers' loops (the worker runs one ``asyncio.run`` a pass).
 
     Not thread-safe: one screenshot at a time (call it through ``asyncio.to_thread`` from async code). A crashed
     browser or driver is replaced on the next call.
     """
 
-    def __init__(self, *, chromium: str | None = None, chromedriver: str | None = None, window_width: int = 1280,
-                 window_height: int = 900, lang: str = "ko-KR") -> None:
-        self.chromium = chromium or os.environ.get("JIWOOM_CHROMIUM") or DEFAULT_CHROMIUM
-        self.chromedriver = chromedriver or os.environ.get("JIWOOM_CHROMEDRIVER") or DEFAULT_CHROMEDRIVER
+    def __init__(self, *, policy: FetchPolicy, chromium: str | None = None, chromedriver: str | None = None,
+                 window_width: int = 1280, window_height: int = 900, lang: str = "ko-KR") -> None:
+        self.policy = policy
+        self.proxy = GuardProxy(policy)
+        self.chromium = chromium
+        self.chromedriver = chromedriver
         self.window_width = window_width
         self.window_height = window_height
         self.lang = lang
         self._driver: webdriver.Chrome | None = None
         self._profile: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -208,81 +212,59 @@ class Browser:
         self.close()
 
     def start(self) -> None:
-        """Start Chromium and chromedriver (a no-op when already running)."""
+        """Start the guard proxy, then Chromium and chromedriver pointed at it (a no-op when already running)."""
         if self._driver is not None:
             return
-        for what, path in (("chromium", self.chromium), ("chromedriver", self.chromedriver)):
-            if not Path(path).is_file():
-                # Checked here so Selenium never falls back to Selenium Manager (a download).
-                raise BrowserError(f"{what} not found at {path} (set JIWOOM_{what.upper()})")
-        self._profile = tempfile.mkdtemp(prefix="jiwoom-chromium-")
-        options = webdriver.ChromeOptions()
-        options.binary_location = self.chromium
-        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
-                    "--disable-notifications", "--disable-extensions", "--force-device-scale-factor=1",
-                    f"--window-size={self.window_width},{self.window_height}", f"--lang={self.lang}",
-                    f"--user-data-dir={self._profile}"):
-            options.add_argument(arg)
-        options.add_experimental_option("prefs", {
-            "download_restrictions": 3,  # block all downloads
-            "intl.accept_languages": f"{self.lang},ko,en",
-            "profile.default_content_setting_values.notifications": 2,
-        })
-        options.page_load_strategy = "normal"
-        options.unhandled_prompt_behavior = "dismiss"  # an alert() must not wedge the session
+        self._start_proxy()
         try:
-            driver = webdriver.Chrome(service=Service(self.chromedriver), options=options)
-        except WebDriverException as exc:
-            self._cleanup_profile()
-            raise BrowserError(f"cannot start chromium: {exc.msg or exc}") from exc
-        self._driver = driver
-        try:
-            driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "deny"})
-            driver.execute_cdp_cmd("Network.enable", {})
-            # Service workers could answer later navigations from their cache instead of the site.
-            driver.execute_cdp_cmd("Network.setBypassServiceWorker", {"bypass": True})
-        except WebDriverException:
-            self.close()
+            self._driver, self._profile = launch(
+                chromium=self.chromium, chromedriver=self.chromedriver, window=(self.window_width, self.window_height),
+                lang=self.lang, proxy_port=self.proxy.port)
+        except BaseException:
+            self._stop_proxy()
             raise
 
     def close(self) -> None:
-        """Quit the browser and driver and remove the temporary profile; safe to call twice."""
+        """Quit the browser and driver, remove the temporary profile, stop the proxy; safe to call twice."""
         driver, self._driver = self._driver, None
-        if driver is not None:
-            try:
-                driver.quit()
-            except Exception:  # a dead driver cannot quit cleanly; the processes are ended below
-                with contextlib.suppress(Exception):
-                    driver.service.stop()
-        self._cleanup_profile()
-
-    def _cleanup_profile(self) -> None:
         profile, self._profile = self._profile, None
-        if profile is None:
+        quit_driver(driver, profile)
+        self._stop_proxy()  # after the browser, so nothing it still sends finds the port closed or reused
+
+    def _start_proxy(self) -> None:
+        if self._loop is not None:
             return
-        # Chromium processes left behind by a crashed driver are found by our own profile directory.
-        marker = f"--user-data-dir={profile}".encode()
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                if marker in (proc / "cmdline").read_bytes():
-                    os.kill(int(proc.name), signal.SIGKILL)
-            except (OSError, ValueError):
-                continue
-        shutil.rmtree(profile, ignore_errors=True)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="jiwoom-evidence-guard", daemon=True)
+        thread.start()
+        self._loop, self._loop_thread = loop, thread
+        try:
+            asyncio.run_coroutine_threadsafe(self.proxy.start(), loop).result(_PROXY_WAIT_S)
+        except BaseException as error:
+            self._stop_proxy()
+            raise BrowserError(f"cannot start the guard proxy: {error}") from error
+
+    def _stop_proxy(self) -> None:
+        loop, thread = self._loop, self._loop_thread
+        self._loop = self._loop_thread = None
+        if loop is None or thread is None:
+            return
+        with contextlib.suppress(Exception):  # a wedged close still ends with the loop below
+            asyncio.run_coroutine_threadsafe(self.proxy.close(), loop).result(_PROXY_WAIT_S)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(_PROXY_WAIT_S)
+        if not thread.is_alive():
+            loop.close()
 
     def _alive(self) -> bool:
         driver = self._driver
-        if driver is None:
+        if driver is None or self._loop_thread is None or not self._loop_thread.is_alive():
             return False
         process = getattr(driver.service, "process", None)
         return process is None or process.poll() is None
 
     def restart(self) -> None:
-        """Replace the browser with a fresh one."""
+        """Replace the browser (and its proxy) with a fresh one."""
         self.close()
         self.start()
 

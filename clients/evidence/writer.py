@@ -3,11 +3,11 @@
 1. `enqueue_items` makes an item for each (sighting, reference) match, for each suspected sighting with a face
    flagged under 19, and for each (sighting, case) whose post exposes personal information (case None: generic
    patterns), and marks earlier items of the same reference as re-uploaded (a new sighting reopens them).
-2. `capture_item` fetches the page and the media (guarded fetcher), screenshots the page in headless Chromium,
-   writes a WARC of the exchanges, and stores screenshot, WARC, media and a metadata record encrypted with the
-   item's key, with one 'capture' entry in the evidence log, in one transaction. Workers sharing the database
-   claim items first (`claim_items`, a lease) and open each capture with `still_claimed`, which locks the item, so
-   an item is captured once however many workers run.
+2. `capture_item` fetches the page and the media (guarded fetcher), screenshots the page in headless Chromium
+   (behind its guard proxy), writes a WARC of the exchanges, and stores screenshot, WARC, media and a metadata
+   record encrypted with the item's key, with one 'capture' entry in the evidence log, in one transaction.
+   Workers sharing the database claim items first (`claim_items`, a lease) and open each capture with
+   `still_claimed`, which locks the item, so an item is captured once however many workers run.
 3. The notice drafter (clients/notices/drafts.py) then adds the item to its site's draft notice.
 
 The SQL lives in `clients.evidence.store`; this module decides what to store (keys, hashes, encryption, the log
@@ -199,7 +199,7 @@ async def capture_item(item: PendingItem, *, conn: Connection, vault: Vault, fet
     page_url = item.page_url or item.url
     errors: list[str] = []
     page, media = await asyncio.gather(_fetch(fetcher, page_url, errors), _fetch(fetcher, item.url, errors))
-    # Chromium does its own networking, past the fetcher's guard: never hand it an address the policy refuses.
+    # The browser's guard proxy would refuse it too, but then the evidence would be a blank 403 page: fail clearly.
     if not await url_allowed(page_url, fetcher.policy):
         raise FetchRefused(f"page address not allowed, not opened in the browser: {page_url}")
     exposure = item_exposure(conn, item, identifier_key)

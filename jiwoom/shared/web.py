@@ -276,8 +276,8 @@ async def resolve_allowed(host: str, port: int, policy: FetchPolicy) -> list[str
 
 
 async def url_allowed(url: str, policy: FetchPolicy) -> bool:
-    """Whether every address `url`'s host resolves to is allowed: the check for a URL handed to something that does
-    its own networking (the screenshot browser), which the fetcher's connect-time guard cannot cover."""
+    """Whether every address `url`'s host resolves to is allowed: a check before handing a URL to something that
+    does its own networking (the evidence browser, whose requests the guard proxy then checks one by one)."""
     try:
         parsed = URL(url)
         _check_url(parsed, policy)
