@@ -29,6 +29,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from bench.load_soak import add_load_arguments, locust_command, locust_env, read_csv
+from bench.milvus_server import start_milvus
 from bench.record import machine, publish
 from bench.serve_process import ROOT, free_port, start_serve, stop_serve, wait_serving
 from server.storage.db import local_postgres, migrate, open_pool
@@ -85,14 +86,9 @@ def main() -> None:
     load_at_start = os.getloadavg()
     started = time.perf_counter()
     results: dict[int, dict[str, dict[str, str]]] = {}
-    from milvus import MilvusServer
-
     with tempfile.TemporaryDirectory(prefix="jiwoom-replicas-") as tmp, \
             local_postgres(Path(tmp) / "postgres", binaries="system") as cluster:
-        milvus = MilvusServer()
-        milvus.show_startup_banner = False
-        milvus.set_base_dir(str(Path(tmp) / "milvus"))
-        milvus.start()
+        milvus = start_milvus(Path(tmp) / "milvus")
         try:
             for replicas in (1, 2):
                 out = root / f"{replicas}-replica{'s' if replicas > 1 else ''}"

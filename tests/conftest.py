@@ -108,12 +108,9 @@ def database_url(postgres_server: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from milvus import MilvusServer
+    from bench.milvus_server import start_milvus
 
-    server = MilvusServer()
-    server.show_startup_banner = False
-    server.set_base_dir(str(tmp_path_factory.mktemp("milvus")))
-    server.start()
+    server = start_milvus(tmp_path_factory.mktemp("milvus"))
     try:
         yield f"http://127.0.0.1:{server.listen_port}"
     finally:
