@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -99,6 +100,32 @@ def serving(postgres_server: str, data_dir: Path, match: Any = None) -> Iterator
 def database_url(postgres_server: str) -> Iterator[str]:
     with fresh_database(postgres_server) as url:
         yield url
+
+
+# --- the browsers' guard proxy ------------------------------------------------------------------------------------
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def guard_lines() -> Iterator[list[str]]:
+    """The lines the guard proxy logs (`jiwoom.guard`: one per refusal) while the block runs, from any thread."""
+    guard, handler = logging.getLogger("jiwoom.guard"), _Lines()
+    level = guard.level
+    guard.addHandler(handler)
+    guard.setLevel(logging.INFO)
+    try:
+        yield handler.lines
+    finally:
+        guard.removeHandler(handler)
+        guard.setLevel(level)
 
 
 # --- Milvus ---------------------------------------------------------------------------------------------------------

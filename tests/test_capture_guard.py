@@ -7,7 +7,6 @@ connecting, so the test needs no network beyond loopback.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 
@@ -16,6 +15,7 @@ import pytest
 from bench.fixture_site import FixtureSite
 from clients.evidence.capture import PNG_SIGNATURE, Browser
 from jiwoom.shared.web import FetchPolicy
+from tests.conftest import guard_lines
 
 PRIVATE = ("10.0.0.1", "169.254.169.254")
 # What the page asks for: its images, its iframes and its script's fetch().
@@ -37,24 +37,10 @@ for (const url of ['http://10.0.0.1/', 'http://169.254.169.254/latest/meta-data/
 </script></body></html>"""
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
 def guard_log() -> Iterator[list[str]]:
-    guard = logging.getLogger("jiwoom.guard")
-    handler = _Lines()
-    guard.addHandler(handler)
-    try:
-        yield handler.lines
-    finally:
-        guard.removeHandler(handler)
+    with guard_lines() as lines:
+        yield lines
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import shutil
 import signal
@@ -32,7 +31,7 @@ from bench.fixture_site import FixtureSite, korean_post_page
 from jiwoom.api.client import MatcherClient, open_channel
 from server.app import running_service
 from server.config import ServiceSettings, Settings
-from tests.conftest import fresh_database
+from tests.conftest import fresh_database, guard_lines
 from tests.test_crawl import World
 
 CASE = "case-render"
@@ -157,15 +156,6 @@ const x = new XMLHttpRequest(); x.open('GET', 'http://10.0.0.1/admin'); x.send()
     return site.url("/ssrf")
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 def _run_crawl(world: World, config: Any) -> tuple[dict[str, Any], list[tuple[str, int]]]:
     """Run one job to its end in this process; its stats and the guard proxy's upstream connections."""
     from psycopg_pool import ConnectionPool
@@ -261,17 +251,9 @@ def rendered(postgres_server: str, corpus: Path, tmp_path_factory: pytest.TempPa
             "limits": {"per_host_delay_s": 0, "per_host_concurrency": 4, "timeout_s": 5, "render_total_s": 20,
                        "max_depth": 1},
             "allow_networks": ["127.0.0.0/8"], "matcher": world.matcher})
-        guard = logging.getLogger("jiwoom.guard")
-        lines = _Lines()
-        guard.addHandler(lines)
-        level = guard.level
-        guard.setLevel(logging.INFO)
-        try:
+        with guard_lines() as lines:
             stats, connected = _run_crawl(world, config)
-        finally:
-            guard.removeHandler(lines)
-            guard.setLevel(level)
-        yield Rendered(world, copies, stats, connected, lines.lines, ssrf)
+        yield Rendered(world, copies, stats, connected, lines, ssrf)
         channel.close()
 
 
