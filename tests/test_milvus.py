@@ -144,3 +144,34 @@ def test_an_unreachable_milvus_is_index_unavailable() -> None:
                              collection="unit_gone")
     with pytest.raises(IndexUnavailable, match="milvus"):
         vector_index(8, "ip", settings)
+
+
+def test_shared_cases_read_what_another_replica_wrote(database_url: str) -> None:
+    """A replica's SharedCases answers for references, thresholds and bank entries that another replica wrote to
+    PostgreSQL: a reference's case (and so its case's thresholds) on first sight, the thresholds once they are
+    `refresh_s` old; a reference PostgreSQL no longer holds belongs to no case."""
+    import psycopg
+
+    from server.matching.decisions import Thresholds
+    from server.service.cases import SharedCases
+    from server.storage.db import migrate, open_pool
+    from server.storage.store import Store
+
+    migrate(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("""insert into cases (id, thresholds, created_by) values ('case-b', '{"pdq": 12}', 'a')""")
+        reference = conn.execute("insert into reference_media (case_id, kind, content_sha256, created_by)"
+                                 " values ('case-b', 'hashes', 'x', 'a') returning id").fetchone()[0]
+    defaults = Thresholds.defaults(MatchSettings())
+    with open_pool(database_url, max_size=2) as pool:
+        cases = SharedCases(defaults, Store(pool), refresh_s=0.0)
+        cases.load(Store(pool))
+        assert cases.thresholds_for_reference(reference).of("pdq") == 12  # its case's, on first sight
+        assert cases.case_of_reference(reference) == "case-b" and cases.is_reference(reference)
+        assert cases.thresholds_for_reference(reference + 1) == defaults and not cases.is_reference(reference + 1)
+        assert cases.references_of_case("case-b") == {reference}
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("""update cases set thresholds = '{"pdq": 20}' where id = 'case-b'""")
+            conn.execute("delete from reference_media where id = %s", (reference,))
+        assert cases.thresholds_for_case("case-b").of("pdq") == 20  # read again (refresh_s 0)
+        assert cases.references_of_case("case-b") == set()

@@ -31,7 +31,7 @@ class Cases:
         return self._thresholds.get(case_id, self.defaults)
 
     def thresholds_for_reference(self, owner: int) -> Thresholds:
-        return self.thresholds_for_case(self._reference_cases.get(owner, ""))
+        return self.thresholds_for_case(self.case_of_reference(owner))
 
     def search_radius(self) -> dict[str, float]:
         """Per signal, the loosest threshold any case uses: one search serves every case."""
