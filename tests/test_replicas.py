@@ -22,6 +22,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from bench.fixture_site import FixtureSite
 from bench.serve_process import ROOT, start_serve, stop_serve, wait_serving
 from jiwoom.api.client import MatcherClient, open_channel
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
@@ -31,7 +32,7 @@ from server.matching.library import Library
 from server.signals import SignalVectors, configured_signals
 from server.storage.db import migrate, open_pool
 from server.storage.store import Store
-from tests.conftest import free_port, fresh_database, milvus_prefix
+from tests.conftest import free_port, fresh_database, milvus_prefix, publish_post
 
 IMAGES = [f"img_{i:04d}.jpg" for i in range(3, 200, 11)]  # 18 distinct photos
 VISIBLE_WITHIN_S = 1.0  # the issue's target: acknowledged on one replica, matchable on every one
@@ -71,7 +72,7 @@ class Cluster:
         for replica in replicas:  # started together: the model loads overlap
             replica.process = start_serve(self.url, replica.data_dir, replica.port, replica.log,
                                           {**self.env, "JIWOOM_SERVICE_METRICS_LISTEN":
-                                           f"127.0.0.1:{replica.metrics_port}"}, "--no-worker")
+                                           f"127.0.0.1:{replica.metrics_port}"})
         for replica in replicas:
             wait_serving(replica.process, replica.port, replica.log)  # type: ignore[arg-type]
 
@@ -83,7 +84,10 @@ def cluster(postgres_server: str, milvus_uri: str, tmp_path_factory: pytest.Temp
     # the identifiers' key is one file every replica reads (here a path both share; in production a secret)
     env = {"JIWOOM_INDEX_BACKEND": "milvus", "JIWOOM_INDEX_MILVUS_URI": milvus_uri,
            "JIWOOM_INDEX_MILVUS_PREFIX": prefix, "JIWOOM_MATCH_SIGNALS": "pdq,embedding,embedding_fast,face_sface",
-           "JIWOOM_SERVICE_IDENTIFIER_KEY_FILE": str(root / "identifier.key")}
+           "JIWOOM_SERVICE_IDENTIFIER_KEY_FILE": str(root / "identifier.key"),
+           # each replica runs its action worker; they share the evidence key and may capture loopback pages
+           "JIWOOM_EVIDENCE_KEY_FILE": str(root / "evidence.key"), "JIWOOM_EVIDENCE_ALLOW_NETWORKS": "127.0.0.0/8",
+           "JIWOOM_EVIDENCE_POLL_INTERVAL_S": "1"}
     with fresh_database(postgres_server) as url:
         migrate(url)
         with open_pool(url, max_size=1) as pool:
@@ -139,6 +143,33 @@ def test_identifiers_recorded_on_one_replica_are_looked_for_on_the_other(cluster
                        pb.Source(url=url, page_url=url, site="board.example", title="박서준 유출 영상"))
     assert {(e.case_id, e.kind, e.field) for e in response.exposures} == {("case-named", "name", "title")}
     assert "박서준" not in response.redacted_title
+
+
+def test_the_workers_beside_both_replicas_capture_a_match_once(cluster: Cluster, corpus: Path) -> None:
+    """Both replicas' action workers see the same match in the shared database: one queues it, one captures it."""
+    image = (corpus / "images" / IMAGES[6]).read_bytes()
+    with FixtureSite() as site:
+        publish_post(site, "/board/1", "/img/1.jpg", image)
+        a, b = cluster.a.client(cluster.token), cluster.b.client(cluster.token)
+        reference_id = a.register_reference("case-captured", image, skip_retro_hunt=True).reference_id
+        time.sleep(STALENESS_S + 0.1)
+        source = pb.Source(url=site.url("/img/1.jpg"), page_url=site.url("/board/1"), site=site.origin,
+                           title="[유출] 테스트 게시물 (benign fixture)")
+        assert found(b.match(image, source), reference_id)
+        deadline = time.monotonic() + 90
+        with psycopg.connect(cluster.url, autocommit=True) as conn:
+            while True:
+                items = conn.execute("select id, capture_state from evidence_items where reference_id = %s",
+                                     (reference_id,)).fetchall()
+                if (items and all(state != "pending" for _, state in items)) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            time.sleep(3)  # a second worker's pass, had it taken the item too
+            captures = conn.execute("select count(*) from evidence_log where event = 'capture' and item_id = any(%s)",
+                                    ([i for i, _ in items],)).fetchone()[0]
+        assert [state for _, state in items] == ["captured"], items
+        assert captures == 1
+        assert site.hits("/board/1") == 2  # one capture: Chromium's load and the WARC fetch
 
 
 def test_a_client_of_both_replicas_spreads_its_calls(cluster: Cluster) -> None:
