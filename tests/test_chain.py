@@ -98,3 +98,19 @@ def test_vault_round_trip_and_shredding(tmp_path: Path) -> None:
     key_file.chmod(0o644)
     with pytest.raises(VaultError, match="chmod 600"):
         load_master_key(key_file)
+
+
+def _load_key(path: str) -> bytes:
+    return load_master_key(Path(path))
+
+
+def test_processes_that_start_together_make_one_key(tmp_path: Path) -> None:
+    """Replicas that share a key file and start at once: each reads the one key made, never a half-written one."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(6) as pool:
+        for trial in range(5):
+            path = tmp_path / f"shared-{trial}.key"
+            keys = pool.map(_load_key, [str(path)] * 12)
+            assert len(set(keys)) == 1 and len(keys[0]) == 32
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"shared-{t}.key" for t in range(5)]  # no temporaries

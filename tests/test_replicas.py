@@ -247,7 +247,7 @@ def test_the_collections_are_rebuilt_from_postgresql(cluster: Cluster, corpus: P
         first = conn.execute("select id from reference_media where case_id = 'case-replicas'").fetchone()[0]
     done = subprocess.run([sys.executable, "-m", "jiwoom.cli", "index", "rebuild", "--database-url", cluster.url],
                           cwd=ROOT, env={**os.environ, **cluster.env}, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, "\n".join(line for line in done.stderr.splitlines() if "mvccTs" not in line)[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["references"] == total
     time.sleep(STALENESS_S + 0.1)
     b = cluster.b.client(cluster.token)

@@ -133,4 +133,5 @@ def rebuild(settings: Settings, store: Store) -> dict[str, int]:
     log.info("dropped %d Milvus collections: %s", len(dropped), ", ".join(dropped) or "none")
     collections = Collections(settings, store, None)
     collections.load(signals_in_use(store, configured_signals(settings.match), store.signal_models))
-    return {name: len(collections[name]) for name in NAMES}
+    # counted Strong: a search's staleness would not see the rows just written
+    return {name: collections[name].registry.count(strong=True) for name in NAMES}  # type: ignore[union-attr]

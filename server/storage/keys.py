@@ -23,13 +23,20 @@ def load_key_file(path: Path, what: str, *, create: bool = True) -> bytes:
         if not create:
             raise KeyFileError(f"{what} {path} does not exist")
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole under a temporary name, then linked into place: a process starting at the same moment
+        # (replicas sharing the file) sees no key or a whole one, never a half-written one
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first: read theirs
-            pass
-        else:
             with os.fdopen(fd, "wb") as f:
                 f.write(secrets.token_bytes(KEY_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(temporary, path)
+        except FileExistsError:  # another process made it first: read theirs
+            pass
+        finally:
+            temporary.unlink(missing_ok=True)
     if path.stat().st_mode & 0o077:
         raise KeyFileError(f"{what} {path} is readable by others: chmod 600 it")
     key = path.read_bytes()
