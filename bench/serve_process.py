@@ -36,7 +36,7 @@ def start_serve(url: str, data_dir: Path, port: int, log: Path, env: dict[str, s
         return subprocess.Popen(
             [sys.executable, "-m", "jiwoom.cli", "serve", "--database-url", url, "--data-dir", str(data_dir),
              "--listen", f"127.0.0.1:{port}", *args], cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out,
-            stderr=subprocess.STDOUT)
+            stderr=subprocess.STDOUT, start_new_session=True)  # a group of its own: see kill_hard
 
 
 def wait_serving(process: subprocess.Popen[bytes], port: int, log: Path, timeout_s: float = 180) -> None:
@@ -55,6 +55,14 @@ def wait_serving(process: subprocess.Popen[bytes], port: int, log: Path, timeout
             time.sleep(0.3)
     finally:
         channel.close()
+
+
+def kill_hard(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process started in a session of its own, and everything it started (its worker's chromedriver
+    and Chromium, which a SIGKILLed parent cannot end)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
 
 
 def stop_serve(process: subprocess.Popen[bytes]) -> None:

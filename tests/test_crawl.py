@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import yaml
 from bench import transforms
 from bench.fixture_boards import Planted, plant_boards
 from bench.fixture_site import FixtureSite, korean_post_page
+from bench.serve_process import kill_hard
 from jiwoom.api.client import MatcherClient, open_channel
 from server.app import running_service
 from server.config import ServiceSettings, Settings
@@ -56,7 +56,8 @@ class World:
     def crawl(self) -> subprocess.Popen[bytes]:
         with open(self.log, "ab") as out:
             return subprocess.Popen([sys.executable, "-m", "jiwoom.cli", "crawl", str(self.config), "--database-url",
-                                     self.database_url], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+                                     self.database_url], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # a group of its own: killed with its browsers
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +94,7 @@ def test_a_killed_crawl_resumes_without_refetching_finished_pages(world: World) 
                 pytest.fail(f"the crawl did not get going: {world.log.read_text()[-3000:]}")
             time.sleep(0.2)
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+        kill_hard(process)
     finished = dict(world.sql("select url, fetched_at from crawl_frontier where state = 'done' and kind <> 'media'"))
     requests_before = world.site.requests()
     assert world.sql("select state from crawl_jobs where id = %s", (JOB,)) == [("running",)]

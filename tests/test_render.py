@@ -28,6 +28,7 @@ import yaml
 from bench import transforms
 from bench.fixture_boards import _clip
 from bench.fixture_site import FixtureSite, korean_post_page
+from bench.serve_process import kill_hard
 from jiwoom.api.client import MatcherClient, open_channel
 from server.app import running_service
 from server.config import ServiceSettings, Settings
@@ -355,8 +356,7 @@ document.getElementById('app').innerHTML = data.html;
                     pytest.fail(f"the crawl did not get going: {world.log.read_text()[-3000:]}")
                 time.sleep(0.2)
         finally:
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=30)
+            kill_hard(process)  # the crawl and its chromedrivers
             time.sleep(0.5)
             for pid in _profiles_processes(str(profiles)):
                 with contextlib.suppress(OSError):

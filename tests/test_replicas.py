@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ import psycopg
 import pytest
 
 from bench.fixture_site import FixtureSite
-from bench.serve_process import ROOT, start_serve, stop_serve, wait_serving
+from bench.serve_process import ROOT, kill_hard, start_serve, stop_serve, wait_serving
 from jiwoom.api.client import MatcherClient, open_channel
 from jiwoom.api.proto_gen.jiwoom.v1 import matcher_pb2 as pb
 from server.config import IndexSettings, MatchSettings
@@ -204,8 +203,7 @@ def test_a_replica_killed_mid_registration_loses_nothing_acknowledged(cluster: C
         worker.start()
     while len(acknowledged) < 5:
         time.sleep(0.05)
-    cluster.a.process.send_signal(signal.SIGKILL)  # type: ignore[attr-defined]
-    cluster.a.process.wait(timeout=10)  # type: ignore[attr-defined]
+    kill_hard(cluster.a.process)  # type: ignore[arg-type]
     for worker in workers:
         worker.join(timeout=60)
     assert 5 <= len(acknowledged) < len(names), "the kill should land in the middle of the registrations"
