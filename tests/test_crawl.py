@@ -53,6 +53,18 @@ class World:
             cursor = conn.execute(query, params)
             return cursor.fetchall() if cursor.description else []
 
+    def wait_under_way(self, process: subprocess.Popen[bytes], done_query: str, params: tuple = (),
+                       at_least: int = 8, timeout_s: float = 180) -> None:
+        """Until `done_query` counts `at_least` finished rows (the moment to kill the crawl hard)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            done = self.sql(done_query, params)
+            if done and done[0][0] >= at_least:
+                return
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the crawl did not get going: {self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
     def crawl(self) -> subprocess.Popen[bytes]:
         with open(self.log, "ab") as out:
             return subprocess.Popen([sys.executable, "-m", "jiwoom.cli", "crawl", str(self.config), "--database-url",
@@ -84,15 +96,8 @@ def world(postgres_server: str, corpus: Path, tmp_path_factory: pytest.TempPathF
 
 def test_a_killed_crawl_resumes_without_refetching_finished_pages(world: World) -> None:
     process = world.crawl()
-    try:
-        deadline = time.monotonic() + 180
-        while True:  # kill it hard once it is well under way
-            done = world.sql("select count(*) from crawl_frontier where state = 'done' and kind <> 'media'")
-            if done and done[0][0] >= 8:
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the crawl did not get going: {world.log.read_text()[-3000:]}")
-            time.sleep(0.2)
+    try:  # kill it hard once it is well under way
+        world.wait_under_way(process, "select count(*) from crawl_frontier where state = 'done' and kind <> 'media'")
     finally:
         kill_hard(process)
     finished = dict(world.sql("select url, fetched_at from crawl_frontier where state = 'done' and kind <> 'media'"))

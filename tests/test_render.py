@@ -346,15 +346,8 @@ document.getElementById('app').innerHTML = data.html;
                       rendered.world.matcher, rendered.world.case_system)
         process = world.crawl()
         try:
-            deadline = time.monotonic() + 240
-            while True:
-                done = world.sql("select count(*) from crawl_frontier where job_id = %s and state = 'done'",
-                                 (KILL_JOB,))
-                if done and done[0][0] >= 8:
-                    break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the crawl did not get going: {world.log.read_text()[-3000:]}")
-                time.sleep(0.2)
+            world.wait_under_way(process, "select count(*) from crawl_frontier where job_id = %s and state = 'done'",
+                                 (KILL_JOB,), timeout_s=240)
         finally:
             kill_hard(process)  # the crawl and its chromedrivers
             time.sleep(0.5)

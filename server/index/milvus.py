@@ -183,8 +183,9 @@ class _Collection:
             self.name, filter=expression, output_fields=["count(*)"], **level))
         return int(rows[0]["count(*)"]) if rows else 0
 
-    def owners(self) -> set[int]:
-        return set(self._scan("owner"))
+    def owners(self, since: int | None = None) -> set[int]:
+        """Every owner holding rows here, or those with ids from `since` on."""
+        return set(self._scan("owner", "" if since is None else f"owner >= {int(since)}"))
 
     def _scan(self, field: str, expression: str = "") -> Iterator[int]:
         """Every row's `field`, in batches (Strong: what it returns decides deletes and rebuilds)."""
@@ -431,9 +432,6 @@ class MilvusOwners(_Collection):
         from pymilvus import DataType
 
         return {"type": DataType.FLOAT_VECTOR, "dim": 2}
-
-    def owners(self, since: int | None = None) -> set[int]:
-        return set(self._scan("owner", "" if since is None else f"owner >= {int(since)}"))
 
     def record(self, rows: dict[int, dict[str, int]]) -> None:
         """Each owner's row count per signal (after its rows are written)."""
