@@ -22,7 +22,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,7 @@ from server.config import MatchSettings, Settings
 from server.inference.features import LocalFeatures, MediaFeatures
 from server.matching.decisions import Assessor, MatchResult, Thresholds, Verifier, match_library
 from server.matching.library import Library
-from server.matching.verify import Outcome, Verdict, local_size, verify
+from server.matching.verify import Outcome, Verdict, Zooms, local_size, verify
 from server.service import match_families
 from server.signals import SignalVectors, configured_signals
 
@@ -156,6 +156,8 @@ class LocalFeaturesOnDemand:
         self.memo: dict[tuple[str, int], tuple[list[LocalFeatures | None], tuple[float, float]]] = {}
         self.seconds = 0.0
         self.verifications = 0
+        self.zoomed = 0  # verdicts decided on a matched box's own keypoints
+        self.decoding = 0.0
 
     def of(self, item: Item, key: tuple[str, int]) -> tuple[list[LocalFeatures | None], tuple[float, float]]:
         if key not in self.memo:
@@ -165,7 +167,22 @@ class LocalFeaturesOnDemand:
             self.memo[key] = [f.local for f in media.frames], local_size(media.frame_size)
         return self.memo[key]
 
-    def verifier(self, query: Item, query_key: tuple[str, int], owner_item: Callable[[int], Item]) -> Verifier:
+    def zooms(self, item: Item) -> Zooms:
+        """The service's closer look at small matched boxes (`server.service`), on the query's decoded frames."""
+        decoded: list[np.ndarray] = []
+
+        def frames() -> np.ndarray:
+            if not decoded:  # decoded only where a candidate needs the closer look
+                started = time.perf_counter()
+                decoded.append(self.inference.sample(item.make())["frames"])
+                self.decoding += time.perf_counter() - started  # the service has them decoded: not counted
+            return decoded[0]
+        return Zooms(frames, self.inference.local_of_regions)
+
+    def verifier(self, query: Item, query_key: tuple[str, int], owner_item: Callable[[int], Item],
+                 closer: bool = True) -> Verifier:
+        zooms = self.zooms(query) if closer else None
+
         def check(result: MatchResult) -> Verdict:
             frames, size = self.of(query, query_key)
             target_frames, target_size = self.of(owner_item(result.owner), ("owner", result.owner))
@@ -173,9 +190,11 @@ class LocalFeaturesOnDemand:
             target = target_frames[0] if target_frames else None
             if local is None or target is None:
                 return Verdict(Outcome.UNVERIFIABLE)
-            started = time.perf_counter()
-            verdict = verify(local, size, target, target_size, result.query_box)
-            self.seconds += time.perf_counter() - started
+            started, decoding = time.perf_counter(), self.decoding
+            verdict = verify(local, size, target, target_size, result.query_box,
+                             zooms.of(result.query_frame) if zooms is not None else None)
+            self.seconds += time.perf_counter() - started - (self.decoding - decoding)
+            self.zoomed += verdict.zoomed
             self.verifications += 1
             return verdict
         return check
@@ -302,12 +321,17 @@ class Tally:
     seconds: float = 0.0
     verifications: int = 0
     verify_seconds: float = 0.0
+    zoomed: int = 0  # verdicts decided on a small matched box's own keypoints
     false_matches: list[str] = field(default_factory=list)  # what the wrong matches were, for the report
 
 
 def modes(match: MatchSettings) -> dict[str, MatchSettings | None]:
-    """The matchers compared: the fixed thresholds alone, and the calibrated defaults."""
-    return {"before": None, "after": match}
+    """The matchers compared: the fixed thresholds alone, and the calibrated defaults; on request
+    (`--modes`), the calibrated defaults without verification's closer look at small matched boxes."""
+    return {"before": None, "unzoomed": replace(match, verify_closer=False), "after": match}
+
+
+DEFAULT_MODES = frozenset({"before", "after"})
 
 
 def evaluate(sizes: list[int], seed: int, workers: int, calibration: Calibration,
@@ -337,16 +361,16 @@ def evaluate(sizes: list[int], seed: int, workers: int, calibration: Calibration
                          for j, f in enumerate(loaded.features["filler"][added:size], start=added))
         added = size
         for mode, policy in modes(match).items():
-            if only is not None and mode not in only:
+            if mode not in (DEFAULT_MODES if only is None else only):
                 continue
             tally = tallies[(mode, size)] = Tally()
-            verify_before = local.seconds, local.verifications
+            verify_before = local.seconds, local.verifications, local.zoomed
             started = time.perf_counter()
             for at, (item, vectors, features) in enumerate(queries):
                 assess = None
                 if policy is not None:
                     assess = Assessor(calibration, len(library), policy,
-                                      local.verifier(item, (item.role, at), owner_item))
+                                      local.verifier(item, (item.role, at), owner_item, policy.verify_closer))
                 results = match_library(library, vectors, radius, lambda _owner: thresholds, features, match,
                                         assess=assess)
                 owners = {r.owner for r in results}
@@ -363,6 +387,7 @@ def evaluate(sizes: list[int], seed: int, workers: int, calibration: Calibration
             tally.seconds = time.perf_counter() - started
             tally.verifications = local.verifications - verify_before[1]
             tally.verify_seconds = local.seconds - verify_before[0]
+            tally.zoomed = local.zoomed - verify_before[2]
             progress(f"  {mode} at {size} filler: {tally.unrelated_matched}/{tally.unrelated} unrelated matched, "
                      f"{tally.true_wrong} true with a wrong reference ({tally.seconds:.0f} s)")
     local.close()
@@ -395,7 +420,7 @@ def report(tallies: dict[tuple[str, int], Tally], sizes: list[int], calibration:
              " Rates are per query. \"wrong\": a true query that also matched a reference other than its own (or"
              " a near-duplicate of it).\n"]
     header = "| matcher | references | unrelated matched | true with a wrong ref | " + " | ".join(
-        TRANSFORMS) + " | verifications (ms each) |"
+        TRANSFORMS) + " | verifications (ms each), closer looks |"
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     for size in sorted(sizes):
         for mode in modes(Settings().match):
@@ -404,7 +429,8 @@ def report(tallies: dict[tuple[str, int], Tally], sizes: list[int], calibration:
             t = tallies[(mode, size)]
             true = sum(t.true.values())
             recall = " | ".join(f"{t.found[n] / t.true[n]:.3f}" if t.true[n] else "n/a" for n in TRANSFORMS)
-            per = f"{t.verifications} ({t.verify_seconds / t.verifications * 1000:.1f})" if t.verifications else "0"
+            per = (f"{t.verifications} ({t.verify_seconds / t.verifications * 1000:.1f}), {t.zoomed} closer"
+                   if t.verifications else "0")
             lines.append(f"| {mode} | {266 + size} | {t.unrelated_matched / max(t.unrelated, 1):.4f} | "
                          f"{t.true_wrong / max(true, 1):.4f} | {recall} | {per} |")
     largest = max(sizes)
@@ -426,5 +452,9 @@ def main(filler: str, seed: int, workers: int, out: str | None, refit: bool, onl
         calibration = fit(seed, workers, DEFAULT_PATH, max(sizes))
     else:
         calibration = Calibration.load(DEFAULT_PATH)
-    tallies = evaluate(sizes, seed, workers, calibration, set(only.split(",")) if only else None)
+    chosen = set(only.split(",")) if only else None
+    if chosen is not None and chosen - set(modes(Settings().match)):
+        raise SystemExit(f"unknown modes {sorted(chosen - set(modes(Settings().match)))}; known: "
+                         f"{', '.join(modes(Settings().match))}")
+    tallies = evaluate(sizes, seed, workers, calibration, chosen)
     publish(report(tallies, sizes, calibration, load_at_start, time.perf_counter() - started), out)

@@ -110,6 +110,7 @@ class MatchSettings:
     calibrated: bool = True  # False: the fixed thresholds alone, no normalisation, verification or confidence
     false_matches_per_query: float = 0.001  # expected false matches per query a score alone may bring
     verify_up_to: float = 0.5  # expected false matches up to which a geometrically verified match is kept
+    verify_closer: bool = True  # a small matched box that fails is verified again on its crop's own keypoints
     audio_min_similarity: float = 0.55  # 1 - 2 * bit error rate over a window: unrelated sound ~0.15, copies > 0.7
     audio_window: int = 16  # codes per scored window (2 s)
     audio_max_postings: int = 64  # a code stored more often proposes no alignment (hum, silence, jingles)

@@ -11,12 +11,13 @@ from PIL import Image
 
 from bench import transforms
 from bench.accuracy import transformed
+from jiwoom.api.errors import InvalidInput
 from server.calibration import Calibration, Tail, odds, p_false
 from server.config import MatchSettings
 from server.inference import Inference
 from server.inference.features import LocalFeatures, MediaFeatures
 from server.matching.decisions import Assessor, MatchResult
-from server.matching.verify import Outcome, Verdict, local_size, verify
+from server.matching.verify import Outcome, Verdict, Zooms, local_size, verify
 from server.models.local_features import spread
 
 LOCAL = frozenset({"local"})
@@ -67,6 +68,56 @@ def test_a_paste_into_a_page_is_verified_inside_the_matched_box(corpus, inferenc
     box = (0.0, 0.25, 0.5, 0.75)
     verdict = verify(query, query_size, target, target_size, box)
     assert verdict.outcome is Outcome.VERIFIED, verdict
+
+
+def pasted_into_a_screen(picture: Image.Image, seed: int) -> tuple[Image.Image, tuple[float, float, float, float]]:
+    """`picture` at 40 % of a synthetic page's width (bench.screens: a chat, board or app screen with its text),
+    and the box it covers, as a matched region's box: fractions of the page."""
+    from bench.screens import screen
+
+    _, page = screen(8_000_000 + seed)
+    page = page.convert("RGB")
+    scale = 0.4 * page.width / picture.width
+    small = picture.resize((round(picture.width * scale), round(picture.height * scale)), Image.LANCZOS)
+    left, top = page.width // 4, page.height // 4
+    page.paste(small, (left, top))
+    box = (left / page.width, top / page.height, (left + small.width) / page.width,
+           min(1.0, (top + small.height) / page.height))
+    return page, box
+
+
+def zooms_of(inference: Inference, image: Image.Image) -> Zooms:
+    frames = inference.sample(transforms.encode(image, "JPEG", 90))["frames"]
+    return Zooms(lambda: frames, inference.local_of_regions)
+
+
+def test_a_picture_pasted_small_into_a_screen_is_verified_on_a_closer_look(corpus, inference):
+    """The page's keypoints hold few of the picture's, and at a coarser scale than the reference's: on them alone
+    most such copies are rejected. The matched box's crop, described on its own, verifies them."""
+    plain, closer = [], []
+    for seed, reference in enumerate(textured_references(corpus, inference, 4)):
+        target, target_size = local_of(inference, reference)
+        page, box = pasted_into_a_screen(reference, seed)
+        query, query_size = local_of(inference, page)
+        plain.append(verify(query, query_size, target, target_size, box))
+        closer.append(verify(query, query_size, target, target_size, box, zooms_of(inference, page).of(0)))
+    assert sum(v.outcome is Outcome.VERIFIED for v in plain) <= 2, plain
+    assert all(v.outcome is Outcome.VERIFIED for v in closer), closer
+    assert all(v.zoomed for v, p in zip(closer, plain, strict=True) if p.outcome is not Outcome.VERIFIED)
+    assert max(v.inliers for v in closer) > 2 * max(v.inliers for v in plain)
+
+
+def test_the_closer_look_still_rejects_another_picture_in_the_same_screen(corpus, inference):
+    first, second = textured_references(corpus, inference, 2)
+    target, target_size = local_of(inference, first)
+    page, box = pasted_into_a_screen(second, 0)
+    query, query_size = local_of(inference, page)
+    verdict = verify(query, query_size, target, target_size, box, zooms_of(inference, page).of(0))
+    assert verdict.outcome is not Outcome.VERIFIED, verdict
+    # and a screen around the reference's own page is no copy of a picture pasted into it: the closer look is
+    # for boxes that are a small part of the frame only
+    whole = verify(query, query_size, target, target_size, (0.0, 0.0, 1.0, 1.0), zooms_of(inference, page).of(0))
+    assert not whole.zoomed
 
 
 def test_unrelated_pictures_sharing_a_flat_background_and_a_textured_strip_are_rejected(corpus, inference):
@@ -240,3 +291,17 @@ def test_screens_match_no_screen_reference_and_captioned_copies_match_at_ten_tho
     assert raw_false > 0  # the fixed thresholds alone do fall for these screens: the scene reproduces the failure
     assert calibrated_false == 0, f"{calibrated_false} queries matched a wrong reference ({raw_false} before)"
     assert found >= len(photos) - 1, f"{found} of {len(photos)} captioned copies found"
+
+
+def test_keypoints_of_given_boxes_are_each_crops_own_and_bad_boxes_are_refused(inference):
+    page = Image.fromarray(np.random.default_rng(5).integers(0, 255, (600, 900, 3), np.uint8))
+    frames = inference.sample(transforms.encode(page, "PNG"))["frames"]
+    boxes = np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]], np.float32)
+    first, second = inference.local_of_regions(frames, boxes, np.array([0, 0]))
+    for local in (first, second):  # each crop at the keypoints' side: 640 x 427 for a 450 x 300 crop
+        assert len(local) > 100
+        assert local.keypoints[:, 0].max() > 500 and local.keypoints[:, 1].max() < 430
+    for bad, frame in ((np.array([[0.0, 0.0, 1.5, 1.0]]), [0]), (np.array([[0.0, 0.0, 1.0, 1.0]]), [3]),
+                       (np.array([[np.nan, 0.0, 1.0, 1.0]]), [0])):
+        with pytest.raises(InvalidInput, match="local_features"):
+            inference.local_of_regions(frames, bad, np.array(frame))

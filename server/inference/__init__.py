@@ -19,8 +19,10 @@ from server.inference.features import (
     FAMILY_OUTPUTS,
     MEDIA_FAMILY_MODELS,
     MEDIA_OUTPUTS,
+    LocalFeatures,
     MediaFeatures,
     assemble,
+    local_features,
     outputs_for,
 )
 
@@ -63,6 +65,13 @@ class Inference(ABC):
         index [N]): the `embedding` family's tensors, for `features.with_regions`."""
         return self.infer("image_embed", {"frames": frames, "boxes": boxes.astype(np.float32),
                                           "box_frame": box_frame.astype(np.int32)}, list(FAMILY_OUTPUTS["embedding"]))
+
+    def local_of_regions(self, frames: np.ndarray, boxes: np.ndarray, box_frame: np.ndarray) -> list[LocalFeatures]:
+        """ORB keypoints of the given regions' crops (fractions of the frame [N, 4], each with its frame's index
+        [N]), each crop scaled on its own to the keypoints' side: verification's closer look, one per box."""
+        tensors = self.infer("local_features", {"frames": frames, "boxes": boxes.astype(np.float32),
+                                                "box_frame": box_frame.astype(np.int32)}, list(FAMILY_OUTPUTS["local"]))
+        return [local_features(tensors, n) for n in range(len(boxes))]
 
     def frame_features(
         self, frames: np.ndarray, timestamps: np.ndarray | None = None, families: frozenset[str] = ALL_FAMILIES

@@ -120,6 +120,14 @@ def _regions(tensors: dict[str, np.ndarray], prefix: str, frame: int) -> list[Re
             for r in _rows(tensors, f"{prefix}region_frame", frame)]
 
 
+def local_features(tensors: dict[str, np.ndarray], owner: int) -> LocalFeatures:
+    """The `local` family's rows of one frame (or, from `local_features` given boxes, of one box)."""
+    rows = _rows(tensors, "local_frame", owner)
+    return LocalFeatures(tensors["local_keypoints"][rows].astype(np.float32),
+                         tensors["local_descriptors"][rows].astype(np.uint8),
+                         tensors["local_mirrored"][rows].astype(bool))
+
+
 def assemble(tensors: dict[str, np.ndarray], timestamps: np.ndarray | None = None) -> MediaFeatures:
     """Group the ensemble's flat tensors (frames F, regions R, faces K) into per-frame features.
 
@@ -149,12 +157,7 @@ def assemble(tensors: dict[str, np.ndarray], timestamps: np.ndarray | None = Non
             )
             for k in _rows(tensors, "face_frame", i)
         ]
-        local = None
-        if "local_frame" in tensors:
-            rows = _rows(tensors, "local_frame", i)
-            local = LocalFeatures(tensors["local_keypoints"][rows].astype(np.float32),
-                                  tensors["local_descriptors"][rows].astype(np.uint8),
-                                  tensors["local_mirrored"][rows].astype(bool))
+        local = local_features(tensors, i) if "local_frame" in tensors else None
         frames.append(
             FrameFeatures(
                 index=i,

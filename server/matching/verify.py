@@ -8,12 +8,18 @@ one affine map to the matched points. A candidate is *verified* when enough matc
 cover the part of the candidate the map says is visible; shared chrome, a logo or a caption bar agree over a
 small part only. Mirrored copies are tried with the query's mirrored keypoints.
 
+A picture pasted small into a page or a screenshot holds few of the frame's keypoints, and those at a coarser
+scale than the reference's: a true copy there matched a dozen keypoints and was rejected. So where the matched box
+is a small part of the frame and the frame's keypoints do not verify, the caller's `zoom` gives keypoints of the
+box's crop scaled on its own (`server.models.local_features`), and the pair is verified again on those.
+
 Pure code over `server.inference.features.LocalFeatures` (OpenCV for the matcher and RANSAC; no models, no I/O).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import cv2
@@ -35,6 +41,11 @@ COVERAGE_GRID = 8  # cells per side over the candidate frame
 BOX_MARGIN = 0.05  # query keypoints are taken from the matched box grown by this fraction of the frame
 MAX_SCALE = 8.0  # the map may shrink or grow the picture by at most this much, and stretch it by MAX_STRETCH
 MAX_STRETCH = 3.0
+ZOOM_BELOW = 0.6  # a matched box under this share of the frame's area gets the closer look when it fails
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of the frame
+# Keypoints of a box's crop (fractions of the query frame) and the crop's size in keypoint units, or None
+Zoom = Callable[[Box], "tuple[LocalFeatures, tuple[float, float]] | None"]
 
 
 class Outcome(StrEnum):
@@ -49,6 +60,7 @@ class Verdict:
     inliers: int = 0
     coverage: float = 0.0
     mirrored: bool = False
+    zoomed: bool = False  # decided on the keypoints of the matched box's crop
 
 
 def local_size(frame_size: tuple[int, int]) -> tuple[float, float]:
@@ -59,10 +71,59 @@ def local_size(frame_size: tuple[int, int]) -> tuple[float, float]:
 
 
 def verify(query: LocalFeatures, query_size: tuple[float, float], target: LocalFeatures,
-           target_size: tuple[float, float],
-           query_box: tuple[float, float, float, float] | None = None) -> Verdict:
+           target_size: tuple[float, float], query_box: Box | None = None, zoom: Zoom | None = None) -> Verdict:
     """Verify one (query frame, candidate frame) pair. Sizes are (width, height) in keypoint units; `query_box`
-    (fractions of the query frame) limits the query's keypoints to the region that matched."""
+    (fractions of the query frame) limits the query's keypoints to the region that matched; `zoom`, where the
+    box is small and that does not verify, gives the box crop's own keypoints to verify again on."""
+    verdict = _frames(query, query_size, target, target_size, query_box)
+    if verdict.outcome is Outcome.VERIFIED or zoom is None or query_box is None:
+        return verdict
+    x0, y0, x1, y1 = query_box
+    if (x1 - x0) * (y1 - y0) >= ZOOM_BELOW:
+        return verdict
+    closer = zoom(grown(query_box))
+    if closer is None:
+        return verdict
+    zoomed = replace(_frames(closer[0], closer[1], target, target_size, None), zoomed=True)
+    return zoomed if _better(zoomed, verdict) else verdict
+
+
+class Zooms:
+    """The closer look at one query's small matched boxes: each box's crop described once (several candidates
+    often matched the same region). `frames` gives the query's decoded frames when first needed (None: there
+    are none to look at); `describe` is `Inference.local_of_regions`."""
+
+    def __init__(self, frames: Callable[[], np.ndarray | None],
+                 describe: Callable[[np.ndarray, np.ndarray, np.ndarray], list[LocalFeatures]]) -> None:
+        self.frames, self.describe = frames, describe
+        self.crops: dict[tuple[int, Box], tuple[LocalFeatures, tuple[float, float]] | None] = {}
+
+    def of(self, frame: int) -> Zoom:
+        def closer(box: Box) -> tuple[LocalFeatures, tuple[float, float]] | None:
+            if (frame, box) not in self.crops:
+                self.crops[(frame, box)] = self._crop(frame, box)
+            return self.crops[(frame, box)]
+        return closer
+
+    def _crop(self, frame: int, box: Box) -> tuple[LocalFeatures, tuple[float, float]] | None:
+        frames = self.frames()
+        if frames is None or not 0 <= frame < len(frames):
+            return None
+        local = self.describe(frames, np.array([box], np.float32), np.array([frame], np.int32))[0]
+        height, width = frames[frame].shape[:2]
+        size = local_size((round((box[3] - box[1]) * height), round((box[2] - box[0]) * width)))
+        return (local, size) if len(local) else None
+
+
+def grown(box: Box) -> Box:
+    """The matched box grown by BOX_MARGIN of the frame on every side, within the frame."""
+    x0, y0, x1, y1 = box
+    return (max(0.0, x0 - BOX_MARGIN), max(0.0, y0 - BOX_MARGIN), min(1.0, x1 + BOX_MARGIN),
+            min(1.0, y1 + BOX_MARGIN))
+
+
+def _frames(query: LocalFeatures, query_size: tuple[float, float], target: LocalFeatures,
+            target_size: tuple[float, float], query_box: Box | None) -> Verdict:
     stored = target.side(False)
     if len(stored) < MIN_KEYPOINTS:
         return Verdict(Outcome.UNVERIFIABLE)
@@ -88,17 +149,16 @@ def _better(a: Verdict, b: Verdict) -> bool:
 Area = tuple[float, float, float, float]  # x0, y0, x1, y1 in keypoint units
 
 
-def _inside(side: LocalFeatures, size: tuple[float, float], box: tuple[float, float, float, float] | None,
+def _inside(side: LocalFeatures, size: tuple[float, float], box: Box | None,
             mirrored: bool) -> tuple[LocalFeatures, Area]:
     """The query keypoints inside the matched box (grown by BOX_MARGIN), and that area in keypoint units."""
     width, height = size
     if box is None:
         return side, (0.0, 0.0, width, height)
-    x0, y0, x1, y1 = box
+    x0, y0, x1, y1 = grown(box)
     if mirrored:  # mirrored keypoints count x from the mirrored frame's left edge
         x0, x1 = 1.0 - x1, 1.0 - x0
-    x0, y0 = max(0.0, x0 - BOX_MARGIN) * width, max(0.0, y0 - BOX_MARGIN) * height
-    x1, y1 = min(1.0, x1 + BOX_MARGIN) * width, min(1.0, y1 + BOX_MARGIN) * height
+    x0, y0, x1, y1 = x0 * width, y0 * height, x1 * width, y1 * height
     x, y = side.keypoints[:, 0], side.keypoints[:, 1]
     keep = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
     return LocalFeatures(side.keypoints[keep], side.descriptors[keep], side.mirrored[keep]), (x0, y0, x1, y1)

@@ -85,6 +85,27 @@ def region_boxes(frame: np.ndarray, grid: int) -> np.ndarray:
     return np.asarray(boxes, dtype=np.float32)
 
 
+def given_crops(model: str, frames: np.ndarray, boxes: np.ndarray | None, box_frame: np.ndarray | None
+                ) -> tuple[list[np.ndarray], list[int]]:
+    """The crops of `boxes` (fractions of the frame, [N, 4]) of the frames `box_frame` names ([N]), checked as
+    input from outside, and the positions of the boxes that were not empty."""
+    if boxes is None or box_frame is None or len(boxes) != len(box_frame):
+        raise InvalidInput(f"{model}: boxes and box_frame go together, one frame index per box")
+    if len(box_frame) and (box_frame.min() < 0 or box_frame.max() >= len(frames)):
+        raise InvalidInput(f"{model}: box_frame must index the {len(frames)} frames")
+    if len(boxes) and not (np.isfinite(boxes).all() and (boxes >= 0).all() and (boxes <= 1).all()):
+        raise InvalidInput(f"{model}: boxes must be fractions of the frame, in [0, 1]")
+    crops, kept = [], []
+    for n, (box, index) in enumerate(zip(boxes, box_frame.tolist(), strict=True)):
+        height, width = frames[index].shape[:2]
+        x0, y0, x1, y1 = (box * np.array([width, height, width, height], np.float32)).round().astype(int)
+        crop = frames[index][y0:y1, x0:x1]
+        if crop.size:
+            crops.append(crop)
+            kept.append(n)
+    return crops, kept
+
+
 # Regions flatter than this (mean absolute grey-level step on a 64x64 thumbnail) are not embedded: a blank or
 # flat-colour window embeds the same whatever image it came from, so it matched unrelated media at cosine up to
 # 1.0 (bench/accuracy.py on the full corpus). Photos measure 15-40, flat vector art 3-10, blank 0-2.
@@ -164,20 +185,9 @@ class ImageEmbedModel:
 
     def _given(self, frames: np.ndarray, boxes: np.ndarray | None, box_frame: np.ndarray | None
                ) -> dict[str, np.ndarray]:
-        if boxes is None or box_frame is None or len(boxes) != len(box_frame):
-            raise InvalidInput("image_embed: boxes and box_frame go together, one frame index per box")
-        if len(box_frame) and (box_frame.min() < 0 or box_frame.max() >= len(frames)):
-            raise InvalidInput(f"image_embed: box_frame must index the {len(frames)} frames")
-        if len(boxes) and not (np.isfinite(boxes).all() and (boxes >= 0).all() and (boxes <= 1).all()):
-            raise InvalidInput("image_embed: boxes must be fractions of the frame, in [0, 1]")
-        crops, kept = [], []
-        for n, (box, index) in enumerate(zip(boxes, box_frame.tolist(), strict=True)):
-            height, width = frames[index].shape[:2]
-            x0, y0, x1, y1 = (box * np.array([width, height, width, height], np.float32)).round().astype(int)
-            crop = frames[index][y0:y1, x0:x1]
-            if crop.size:  # the screen's boxes passed region_detail already: the same regions, the same frames
-                crops.append(crop)
-                kept.append(n)
+        # the screen's boxes passed region_detail already: the same regions, the same frames
+        crops, kept = given_crops("image_embed", frames, boxes, box_frame)
+        assert boxes is not None and box_frame is not None
         return {"embeddings": self.embed_crops(crops), "region_boxes": boxes[kept].astype(np.float32),
                 "region_frame": box_frame[kept].astype(np.int32)}
 

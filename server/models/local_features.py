@@ -12,6 +12,8 @@ Keypoints are in units of a frame scaled to `LOCAL_SIDE` on its long side, so th
 compared at one scale whatever their resolution, and aspect ratios stay true. Each frame is also described
 mirrored (`local_mirrored`): ORB is rotation-invariant but not mirror-invariant, and mirrored copies are common.
 Only the query side uses those rows; stored media keeps its unmirrored rows.
+Given boxes, each box's crop is described as a frame of its own: a picture pasted small into a page holds few
+of a frame's keypoints, and those at a coarser scale than the reference's, so verification looks closer there.
 
 ORB (OpenCV, Apache-2.0) has no learned weights: nothing to license or download.
 """
@@ -22,6 +24,7 @@ import cv2
 import numpy as np
 
 from server.config import Settings
+from server.models.image_embed import given_crops
 
 LOCAL_SIDE = 640  # keypoint units: the frame scaled to this long side (also where ORB runs: cheap, and enough)
 ORB_EDGE = 15  # pixels at the border ORB leaves out (its patch would fall outside the frame)
@@ -64,9 +67,17 @@ class LocalFeaturesModel:
         points = np.array([(k.pt[0], k.pt[1], k.size, k.response) for k in keypoints], np.float32)
         return points, descriptors.astype(np.uint8)
 
-    def __call__(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, frames: np.ndarray, boxes: np.ndarray | None = None,
+                 box_frame: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Every frame's keypoints (`local_frame` names the frame); or, given `boxes` (fractions of the frame,
+        [N, 4]) with the frame each is of (`box_frame`, [N]), the keypoints of each box's crop, scaled on its own
+        to LOCAL_SIDE (`local_frame` names the box): a closer look at a small matched region, for verification."""
+        pictures: list[tuple[int, np.ndarray]] = list(enumerate(frames))
+        if boxes is not None or box_frame is not None:
+            crops, kept = given_crops("local_features", frames, boxes, box_frame)
+            pictures = [(n, np.ascontiguousarray(crop)) for n, crop in zip(kept, crops, strict=True)]
         points, descriptors, owners, mirrored = [], [], [], []
-        for index, frame in enumerate(frames):
+        for index, frame in pictures:
             height, width = frame.shape[:2]
             scale = LOCAL_SIDE / max(height, width, 1)
             grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)

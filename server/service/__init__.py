@@ -28,7 +28,7 @@ from server.matching.cascade import Cascade
 from server.matching.decisions import Assessor, MatchResult, Thresholds, Verifier, match_library
 from server.matching.library import IndexStat, Library
 from server.matching.negative_bank import benign_frames_by_case
-from server.matching.verify import Outcome, Verdict, local_size, verify
+from server.matching.verify import Outcome, Verdict, Zooms, local_size, verify
 from server.matching.youth import FaceReport, face_reports
 from server.media import IMAGE_FORMATS, decode_media, sniff_format
 from server.models.pdq import hex_to_hash
@@ -273,16 +273,19 @@ class MatchingService:
         return Staged(features, lambda more: self.inference.sampled_features(sampled, more), sampled["frames"]), \
             self._summary(data, features)
 
-    def _assessor(self, library: str, features: MediaFeatures | None) -> Assessor | None:
-        """Calibration of one search's matches against `library`, verifying with the stored keypoints."""
+    def _assessor(self, library: str, features: MediaFeatures | None,
+                  frames: np.ndarray | None = None) -> Assessor | None:
+        """Calibration of one search's matches against `library`, verifying with the stored keypoints (and, with
+        the query's decoded `frames`, a closer look at small matched regions)."""
         if self.calibration is None:
             return None
-        verifier = self._verifier(library, features) if features is not None else None
+        verifier = self._verifier(library, features, frames) if features is not None else None
         return Assessor(self.calibration, len(self.libraries[library]), self.match_settings, verifier)
 
-    def _verifier(self, library: str, features: MediaFeatures) -> Verifier:
+    def _verifier(self, library: str, features: MediaFeatures, frames: np.ndarray | None) -> Verifier:
         size = local_size(features.frame_size)
         loaded: dict[int, list[StoredLocal]] = {}  # for this query only: an owner's PDQ and embedding candidates
+        zooms = Zooms(lambda: frames if self.match_settings.verify_closer else None, self.inference.local_of_regions)
 
         def check(result: MatchResult) -> Verdict:
             frame = features.frames[result.query_frame] if 0 <= result.query_frame < len(features.frames) else None
@@ -292,7 +295,8 @@ class MatchingService:
             if frame is None or frame.local is None or not stored:
                 return Verdict(Outcome.UNVERIFIABLE)
             target = min(stored, key=lambda s: abs(s.timestamp - result.target_time))
-            return verify(frame.local, size, target.local, target.size, result.query_box)
+            return verify(frame.local, size, target.local, target.size, result.query_box,
+                          zooms.of(result.query_frame))
         return check
 
     def _vectors(self, features: MediaFeatures, query: bool) -> dict[str, SignalVectors]:
@@ -331,22 +335,25 @@ class MatchingService:
         return excluded
 
     def _match_references(self, queries: dict[str, SignalVectors], features: MediaFeatures | None,
-                          excluded: Excluded, skip_owners: set[int] = frozenset()) -> list[TargetMatch]:
+                          excluded: Excluded, skip_owners: set[int] = frozenset(),
+                          frames: np.ndarray | None = None) -> list[TargetMatch]:
         """One search; matches to a case with its own negative-bank frames are decided again without them."""
         by_case = {case: frames for case, frames in excluded.items() if case is not None}
         results = match_library(self.libraries["references"], queries, self.cases.search_radius(),
                                 self.cases.thresholds_for_reference, features, self.match_settings,
                                 excluded.get(None, set()), by_case, self.cases.case_of_reference,
-                                self._assessor("references", features))
+                                self._assessor("references", features, frames))
         results = self._one_picture_signal(results)
         return with_weak_evidence([TargetMatch(r, reference_id=r.owner, case_id=self.cases.case_of_reference(r.owner))
                                    for r in results if r.owner not in skip_owners and self.cases.is_reference(r.owner)])
 
     def _match_sightings(self, queries: dict[str, SignalVectors], features: MediaFeatures | None,
-                         thresholds: Thresholds, excluded: set[int] = frozenset()) -> list[TargetMatch]:
+                         thresholds: Thresholds, excluded: set[int] = frozenset(),
+                         frames: np.ndarray | None = None) -> list[TargetMatch]:
         radius = {n: thresholds.of(n) for n in SIGNALS}
         results = match_library(self.libraries["sightings"], queries, radius, lambda _owner: thresholds, features,
-                                self.match_settings, excluded, assess=self._assessor("sightings", features))
+                                self.match_settings, excluded,
+                                assess=self._assessor("sightings", features, frames))
         results = self._one_picture_signal(results)
         sources = self.store.sighting_sources({r.owner for r in results}) if results else {}
         return with_weak_evidence([TargetMatch(r, sighting_id=r.owner, source=sources.get(r.owner))
@@ -393,10 +400,10 @@ class MatchingService:
         check_deadline(deadline, "matching")
         excluded = self._benign(queries)
         outcome = MatchOutcome(media=media, benign=any(excluded.values()))
-        outcome.matches = self._match_references(queries, features, excluded)
+        outcome.matches = self._match_references(queries, features, excluded, frames=staged.frames)
         if include_sightings:  # sightings belong to no case: only the bank of every case applies
             outcome.matches += self._match_sightings(queries, features, self.cases.defaults,
-                                                     excluded.get(None, set()))
+                                                     excluded.get(None, set()), staged.frames)
         outcome.youth_faces = face_reports(features, self.match_settings, only_under_19=True)
         if source is not None:
             if self.identifiers.wanted(source):
