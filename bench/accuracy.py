@@ -584,13 +584,18 @@ def main() -> None:
     parser.add_argument("--refit", action="store_true",
                         help="with --filler: fit the calibration again first (server/data/calibration_sscd.npz)")
     parser.add_argument("--workers", type=int, default=2, help="with --filler: feature extraction processes")
-    parser.add_argument("--modes", default=None, help="with --filler: only these matchers (before,after), to split a "
-                                                      "run over processes")
+    parser.add_argument("--modes", default=None,
+                        help="with --filler: only these matchers (before, previous, unzoomed, after), to split a run "
+                             "over processes")
+    parser.add_argument("--previous-calibration", default="", metavar="FILE",
+                        help="with --filler: also run the matcher on this calibration file without the closer look "
+                             "at small boxes (mode 'previous': an earlier version, in the same run)")
     args = parser.parse_args()
     if args.filler:
         from bench.precision import main as precision_main
 
-        precision_main(args.filler, args.seed, args.workers, args.out, args.refit, args.modes)
+        precision_main(args.filler, args.seed, args.workers, args.out, args.refit, args.modes,
+                       args.previous_calibration)
         return
     transforms = [t.strip() for t in args.transforms.split(",") if t.strip()]
     unknown = set(transforms) - set(TRANSFORMS)

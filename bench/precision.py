@@ -40,7 +40,7 @@ from bench.feature_cache import FeatureCache
 from bench.filler import DEFAULT_OUT, load_roles
 from bench.record import machine, publish
 from bench.transforms import CORPUS, TRANSFORMS
-from server.calibration import DEFAULT_PATH, FACE_PRIOR, Calibration, Tail, embedding_space
+from server.calibration import DEFAULT_PATH, Calibration, Tail, embedding_space
 from server.config import MatchSettings, Settings
 from server.inference.features import LocalFeatures, MediaFeatures
 from server.matching.decisions import Assessor, MatchResult, Thresholds, Verifier, match_library
@@ -220,6 +220,17 @@ def best_closeness(signal: str, query: SignalVectors, bank: RowBank, n_refs: int
     return np.where(np.isnan(closeness), -np.inf, closeness).astype(np.float32)
 
 
+def closest_box(query: SignalVectors, bank: RowBank, reference: int,
+                offsets: np.ndarray | None) -> tuple[float, float, float, float]:
+    """The box of the query row that comes closest (normalised) to any row of one reference of `bank`."""
+    rows = bank.vectors[bank.positions == reference]
+    similarity = query.vectors @ rows.T
+    if offsets is not None:
+        similarity = similarity - offsets[:, None]
+    best = int(similarity.max(axis=1).argmax())
+    return tuple(float(v) for v in query.boxes[best])  # type: ignore[return-value]
+
+
 def fit_tail(closeness: np.ndarray, total_pairs: int, lower_is_closer: bool) -> Tail | None:
     """A line through log10 P(closeness >= x) over the tail, from TAIL_START down to ten events."""
     values = np.sort(closeness[np.isfinite(closeness)])[::-1]
@@ -250,44 +261,49 @@ def fit(seed: int, workers: int, out: Path, filler: int) -> Calibration:
     draft = Calibration(space, BACKGROUND_K, {}, 1.0, "", bank_rows[picked].astype(np.float16))
     filler = loaded.features["filler"]
     n_refs = len(filler)
+    # The filler's faces are mostly drawn: too few real, unrelated faces to fit. Faces (every signal geometry
+    # cannot verify: faces, sound) take their published prior; the picture signals, the fast embedding's
+    # included, are fitted.
+    fitted_signals = {n: s for n, s in SIGNALS.items() if s.verifiable}
     banks = {n: RowBank.of([s.reference_vectors(f, match) for f in filler], s.dim,
-                           np.uint8 if s.binary else np.float32) for n, s in SIGNALS.items()}
+                           np.uint8 if s.binary else np.float32) for n, s in fitted_signals.items()}
     null_queries = background[1::2]
-    closeness: dict[str, list[np.ndarray]] = {n: [] for n in SIGNALS}
-    top: list[tuple[int, np.ndarray]] = []  # per null query, its closest filler by normalised embedding score
+    closeness: dict[str, list[np.ndarray]] = {n: [] for n in fitted_signals}
+    # per null query, its closest filler by normalised embedding score, each with the query's box that came closest
+    top: list[tuple[int, list[tuple[int, tuple[float, float, float, float]]]]] = []
     for i, features in enumerate(null_queries):
-        for name, signal in SIGNALS.items():
+        for name, signal in fitted_signals.items():
             query = signal.query_vectors(features, match)
             offsets = draft.offsets(query.vectors) if name == "embedding" else None
             best = best_closeness(name, query, banks[name], n_refs, offsets)
             closeness[name].append(best)
             if name == "embedding" and np.isfinite(best).any():
-                top.append((i, np.argsort(-best)[:VERIFY_TOP]))
+                top.append((i, [(j, closest_box(query, banks[name], j, offsets)) for j in
+                                np.argsort(-best)[:VERIFY_TOP].tolist()]))
         if i % 100 == 0:
             progress(f"  null queries {i + 1}/{len(null_queries)}")
     total = len(null_queries) * n_refs
     tails = {}
     for name, signal in SIGNALS.items():
-        fitted = fit_tail(np.concatenate(closeness[name]), total, signal.lower_is_closer)
-        # The filler's faces are mostly drawn: too few real, unrelated faces to fit. Faces take the prior.
-        tail = FACE_PRIOR if name == "face" else fitted
-        if name == "face":
-            progress(f"  tail face fitted on the filler (not used): {fitted}")
+        tail = (fit_tail(np.concatenate(closeness[name]), total, signal.lower_is_closer) if name in fitted_signals
+                else signal.prior_tail)
         if tail is not None:
             tails[name] = tail
-        progress(f"  tail {name}: {tail}")
-    # How often verification passes an unrelated pair that came this close: the closest filler of each null query
+        progress(f"  tail {name}{'' if name in fitted_signals else ' (prior)'}: {tail}")
+    # How often verification passes an unrelated pair that came this close: the closest filler of each null query,
+    # verified as the service verifies a match (inside the box that matched, with the closer look at small ones)
     local = LocalFeaturesOnDemand(loaded.settings)
     background_items = loaded.items["background"][1::2]
     filler_items = loaded.items["filler"]
     passed = tried = 0
     for i, refs in top:
         frames, size = local.of(background_items[i], ("null", i))
-        for j in refs.tolist():
+        zooms = local.zooms(background_items[i])
+        for j, box in refs:
             target_frames, target_size = local.of(filler_items[j], ("filler", j))
             if not frames or frames[0] is None or not target_frames or target_frames[0] is None:
                 continue
-            verdict = verify(frames[0], size, target_frames[0], target_size)
+            verdict = verify(frames[0], size, target_frames[0], target_size, box, zooms.of(0))
             if verdict.outcome is Outcome.UNVERIFIABLE:
                 continue
             tried += 1
@@ -325,17 +341,21 @@ class Tally:
     false_matches: list[str] = field(default_factory=list)  # what the wrong matches were, for the report
 
 
-def modes(match: MatchSettings) -> dict[str, MatchSettings | None]:
-    """The matchers compared: the fixed thresholds alone, and the calibrated defaults; on request
-    (`--modes`), the calibrated defaults without verification's closer look at small matched boxes."""
-    return {"before": None, "unzoomed": replace(match, verify_closer=False), "after": match}
+def modes(match: MatchSettings, previous: str = "") -> dict[str, MatchSettings | None]:
+    """The matchers compared: the fixed thresholds alone, and the calibrated defaults; on request (`--modes`),
+    the calibrated defaults without verification's closer look at small matched boxes; with `previous` (a
+    calibration file), that calibration without the closer look: the matcher as an earlier version had it."""
+    chosen = {"before": None, "unzoomed": replace(match, verify_closer=False), "after": match}
+    if previous:
+        chosen["previous"] = replace(match, verify_closer=False, calibration_path=previous)
+    return chosen
 
 
-DEFAULT_MODES = frozenset({"before", "after"})
+DEFAULT_MODES = frozenset({"before", "previous", "after"})
 
 
 def evaluate(sizes: list[int], seed: int, workers: int, calibration: Calibration,
-             only: set[str] | None = None) -> dict[tuple[str, int], Tally]:
+             only: set[str] | None = None, previous: str = "") -> dict[tuple[str, int], Tally]:
     loaded = load_features(max(sizes), seed, workers, ("reference", "filler", "true", "unrelated"))
     match = loaded.settings.match
     entries = loaded.entries
@@ -360,7 +380,7 @@ def evaluate(sizes: list[int], seed: int, workers: int, calibration: Calibration
         library.add_many((FILLER_OWNER + j, {n: s.reference_vectors(f, match) for n, s in SIGNALS.items()})
                          for j, f in enumerate(loaded.features["filler"][added:size], start=added))
         added = size
-        for mode, policy in modes(match).items():
+        for mode, policy in modes(match, previous).items():
             if mode not in (DEFAULT_MODES if only is None else only):
                 continue
             tally = tallies[(mode, size)] = Tally()
@@ -369,7 +389,9 @@ def evaluate(sizes: list[int], seed: int, workers: int, calibration: Calibration
             for at, (item, vectors, features) in enumerate(queries):
                 assess = None
                 if policy is not None:
-                    assess = Assessor(calibration, len(library), policy,
+                    calibrated = Calibration.load(Path(policy.calibration_path)) if policy.calibration_path \
+                        else calibration
+                    assess = Assessor(calibrated, len(library), policy,
                                       local.verifier(item, (item.role, at), owner_item, policy.verify_closer))
                 results = match_library(library, vectors, radius, lambda _owner: thresholds, features, match,
                                         assess=assess)
@@ -423,7 +445,7 @@ def report(tallies: dict[tuple[str, int], Tally], sizes: list[int], calibration:
         TRANSFORMS) + " | verifications (ms each), closer looks |"
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     for size in sorted(sizes):
-        for mode in modes(Settings().match):
+        for mode in modes(Settings().match, "previous"):
             if (mode, size) not in tallies:
                 continue
             t = tallies[(mode, size)]
@@ -443,7 +465,8 @@ def report(tallies: dict[tuple[str, int], Tally], sizes: list[int], calibration:
     return "\n".join(lines) + "\n"
 
 
-def main(filler: str, seed: int, workers: int, out: str | None, refit: bool, only: str | None = None) -> None:
+def main(filler: str, seed: int, workers: int, out: str | None, refit: bool, only: str | None = None,
+         previous: str = "") -> None:
     load_at_start = load_average()
     started = time.perf_counter()
     total = len(load_roles()["filler"])
@@ -452,9 +475,11 @@ def main(filler: str, seed: int, workers: int, out: str | None, refit: bool, onl
         calibration = fit(seed, workers, DEFAULT_PATH, max(sizes))
     else:
         calibration = Calibration.load(DEFAULT_PATH)
+    known = set(modes(Settings().match, previous))
     chosen = set(only.split(",")) if only else None
-    if chosen is not None and chosen - set(modes(Settings().match)):
-        raise SystemExit(f"unknown modes {sorted(chosen - set(modes(Settings().match)))}; known: "
-                         f"{', '.join(modes(Settings().match))}")
-    tallies = evaluate(sizes, seed, workers, calibration, chosen)
+    if chosen is not None and chosen - known:
+        raise SystemExit(f"unknown modes {sorted(chosen - known)}; known: {', '.join(sorted(known))}")
+    if previous and not Path(previous).exists():
+        raise SystemExit(f"{previous}: no such calibration file")
+    tallies = evaluate(sizes, seed, workers, calibration, chosen, previous)
     publish(report(tallies, sizes, calibration, load_at_start, time.perf_counter() - started), out)
