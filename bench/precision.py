@@ -206,6 +206,7 @@ class LocalFeaturesOnDemand:
 # -- fitting the calibration ------------------------------------------------------------------------------------
 
 BANK_ROWS = 4096
+NORMALISED = ("embedding", "embedding_fast")  # the signals scored against a background bank of their own
 BACKGROUND_K = 10  # the k-th best background cosine is a query row's offset
 VERIFY_TOP = 3  # per null query, its closest filler references are verified to measure the false-pass rate
 TAIL_START = 1e-3  # the tail is fitted from where one unrelated reference in a thousand scores this close
@@ -252,13 +253,14 @@ def fit(seed: int, workers: int, out: Path, filler: int) -> Calibration:
     queries against the filler."""
     loaded = load_features(filler, seed, workers, ("background", "filler"))
     match = loaded.settings.match
-    embedding = SIGNALS["embedding"]
     background = loaded.features["background"]
-    bank_rows = np.concatenate([embedding.reference_vectors(f, match).vectors for f in background[0::2]])
-    picked = np.sort(np.random.default_rng(seed).choice(len(bank_rows), min(BANK_ROWS, len(bank_rows)), False))
-    models = loaded.settings.models
-    space = embedding_space(models.embed_model, models.embed_size, models.region_grid)
-    draft = Calibration(space, BACKGROUND_K, {}, 1.0, "", bank_rows[picked].astype(np.float16))
+    banks_of: dict[str, np.ndarray] = {}
+    for name in NORMALISED:  # the same background images and the same rows of them for both embeddings
+        rows = np.concatenate([SIGNALS[name].reference_vectors(f, match).vectors for f in background[0::2]])
+        picked = np.sort(np.random.default_rng(seed).choice(len(rows), min(BANK_ROWS, len(rows)), False))
+        banks_of[name] = rows[picked].astype(np.float16).astype(np.float32)  # as the file will hold them
+    space = embedding_space(loaded.settings.models)
+    draft = Calibration(space, BACKGROUND_K, {}, 1.0, "", banks_of)
     filler = loaded.features["filler"]
     n_refs = len(filler)
     # The filler's faces are mostly drawn: too few real, unrelated faces to fit. Faces (every signal geometry
@@ -274,7 +276,7 @@ def fit(seed: int, workers: int, out: Path, filler: int) -> Calibration:
     for i, features in enumerate(null_queries):
         for name, signal in fitted_signals.items():
             query = signal.query_vectors(features, match)
-            offsets = draft.offsets(query.vectors) if name == "embedding" else None
+            offsets = draft.offsets(name, query.vectors) if name in draft.banks else None
             best = best_closeness(name, query, banks[name], n_refs, offsets)
             closeness[name].append(best)
             if name == "embedding" and np.isfinite(best).any():
@@ -313,10 +315,10 @@ def fit(seed: int, workers: int, out: Path, filler: int) -> Calibration:
     progress(f"  verification passed {passed} of {tried} unrelated close pairs")
     calibration = Calibration(
         space, BACKGROUND_K, tails, false_pass,
-        f"bench.precision --fit: bank of {len(picked)} region rows from {len(background[0::2])} background "
+        f"bench.precision --fit: banks of {len(picked)} region rows from {len(background[0::2])} background "
         f"images; tails from {len(null_queries)} other background images against {n_refs} filler references; "
         f"verification passed {passed} of {tried} of their closest unrelated pairs",
-        draft.bank)
+        draft.banks)
     calibration.save(out)
     progress(f"calibration written to {out}")
     return calibration

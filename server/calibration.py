@@ -3,10 +3,10 @@
 A fixed cosine threshold is a fixed false-match rate per *pair*; with N references an unrelated query meets N
 chances, so the same threshold that is safe at 300 references matches something at 10,000. Three steps fix that:
 
-1. **Score normalisation** (embeddings). Some pictures are close to everything of their kind: a page screenshot
-   to every other screenshot, a flat drawing to every drawing. Each query row's score is taken relative to how
-   close it comes to unrelated pictures: its k-th best cosine in a *background bank* of region embeddings of
-   images that are nobody's (`normalised = cosine - kth_background_cosine`).
+1. **Score normalisation** (both embeddings, each against a bank of its own). Some pictures are close to
+   everything of their kind: a page screenshot to every other screenshot, a flat drawing to every drawing. Each
+   query row's score is taken relative to how close it comes to unrelated pictures: its k-th best cosine in a
+   *background bank* of region embeddings of images that are nobody's (`normalised = cosine - kth_background`).
 2. **A null tail per signal**: P(one unrelated reference's best score >= s), fitted with background images as
    queries against the filler references (`bench.accuracy --filler ... --refit`, `bench.precision.fit`) as
    log10 P = intercept + slope * s from where one unrelated reference in a thousand scores that close. The
@@ -17,9 +17,9 @@ chances, so the same threshold that is safe at 300 references matches something 
    match): they are kept up to `face_up_to`, with a tail from dlib's published figures (`FACE_PRIOR`).
    `p_false = 1 - exp(-E)` is the confidence the API, the console and reports show.
 
-The bank and the tails are one file fitted for one embedding model and region layout
-(`server/data/calibration_sscd.npz`). Another model gets no normalisation and the fixed thresholds alone, with a
-warning at start: a calibration from another space would be wrong, not just loose.
+The banks and the tails are one file fitted for one pair of embedding models (the full and the distilled SSCD)
+and region layout (`server/data/calibration_sscd.npz`). Other models get no normalisation and the fixed thresholds
+alone, with a warning at start: a calibration from another space would be wrong, not just loose.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -59,41 +60,47 @@ class Tail:
 class Calibration:
     """Everything the matcher needs to turn scores into expected false matches, for one embedding space."""
 
-    model: str  # what the embeddings came from: "sscd@288/grid3"
+    model: str  # what the embeddings came from: "sscd@288/grid3+sscd_distilled@224" (`embedding_space`)
     background_k: int
     tails: dict[str, Tail]  # signal name -> tail
     verify_false_pass: float  # share of unrelated pairs that geometric verification passes
     fitted_on: str  # a line on the data it was fitted on
-    bank: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 512), np.float32))
+    # signal name -> its background bank: region vectors of images that are nobody's (the embeddings)
+    banks: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
 
-    def offsets(self, vectors: np.ndarray) -> np.ndarray:
-        """Per row, its k-th best cosine in the background bank (0 where there is no bank)."""
-        if not len(vectors) or len(self.bank) < self.background_k or self.background_k <= 0:
+    def offsets(self, signal: str, vectors: np.ndarray) -> np.ndarray:
+        """Per row, its k-th best cosine in the signal's background bank (0 where it has none)."""
+        bank = self.banks.get(signal)
+        if bank is None or not len(vectors) or len(bank) < self.background_k or self.background_k <= 0:
             return np.zeros(len(vectors), np.float32)
-        similarity = vectors.astype(np.float32, copy=False) @ self.bank.T
+        similarity = vectors.astype(np.float32, copy=False) @ bank.T
         kth = np.partition(similarity, -self.background_k, axis=1)[:, -self.background_k]
         return kth.astype(np.float32)
 
     def expected_false(self, signal: str, score: float, references: int, prior: Tail | None = None) -> float:
-        """`prior`: the signal's own tail, where this file has none fitted (a signal without either never passes)."""
-        tail = self.tails.get(signal, prior)
+        """`prior`: the signal's own tail, where this file has none fitted (a signal without either never passes).
+        A signal this file normalises is scored normalised: its prior, in raw units, does not apply."""
+        tail = self.tails.get(signal, None if signal in self.banks else prior)
         if tail is None:
             return math.inf
         return references * tail.p_one(score)
 
     def save(self, path: Path) -> None:
-        meta = {k: v for k, v in asdict(self).items() if k != "bank"}
+        meta = {k: v for k, v in asdict(self).items() if k != "banks"}
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as handle:
-            np.savez_compressed(handle, bank=self.bank.astype(np.float16), meta=np.array(json.dumps(meta)))
+            np.savez_compressed(handle, meta=np.array(json.dumps(meta)),
+                                **{f"bank_{name}": bank.astype(np.float16) for name, bank in self.banks.items()})
 
     @classmethod
     def load(cls, path: Path) -> Calibration:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            bank = data["bank"]
+            # stored as float16; searched as float32, once converted. "bank": a file of one bank, the embedding's
+            banks = {("embedding" if key == "bank" else key.removeprefix("bank_")): data[key].astype(np.float32)
+                     for key in data.files if key == "bank" or key.startswith("bank_")}
         meta["tails"] = {name: Tail(**tail) for name, tail in meta["tails"].items()}
-        return cls(**meta, bank=bank.astype(np.float32))  # stored as float16; searched as float32, once converted
+        return cls(**meta, banks=banks)
 
 
 # Faces: the precision set has too few real, unrelated faces to fit a tail (its filler is mostly drawn), so the
@@ -120,8 +127,20 @@ def p_false(expected_false: float) -> float:
     return 1.0 - math.exp(-expected_false) if math.isfinite(expected_false) else 1.0
 
 
-def embedding_space(embed_model: str, embed_size: int, region_grid: int) -> str:
-    return f"{embed_model}@{embed_size}/grid{region_grid}"
+class EmbeddingModels(Protocol):
+    """What `embedding_space` reads of the model settings (`server.config.ModelSettings`)."""
+
+    embed_model: str
+    embed_size: int
+    region_grid: int
+    fast_embed_model: str
+    fast_embed_size: int
+
+
+def embedding_space(models: EmbeddingModels) -> str:
+    """The embedding spaces a calibration file's banks and tails are for: the full model's and the fast one's."""
+    return (f"{models.embed_model}@{models.embed_size}/grid{models.region_grid}"
+            f"+{models.fast_embed_model}@{models.fast_embed_size}")
 
 
 @lru_cache(maxsize=4)

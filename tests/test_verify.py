@@ -174,7 +174,7 @@ def calibration() -> Calibration:
     bank = rng.normal(size=(64, 512)).astype(np.float32)
     bank /= np.linalg.norm(bank, axis=1, keepdims=True)
     return Calibration("test", 4, {"embedding": Tail(2.0, -20.0, 0.1, False), "face": Tail(-8.0, -10.0, 0.45, True)},
-                       0.01, "test", bank.astype(np.float16))
+                       0.01, "test", {"embedding": bank.astype(np.float16).astype(np.float32)})
 
 
 def result(signal: str, score: float, normalised: float | None = None) -> MatchResult:
@@ -220,18 +220,40 @@ def test_the_assessor_keeps_rare_scores_verifies_the_grey_zone_and_drops_the_res
 
 def test_background_offsets_are_the_kth_best_background_similarity():
     tails = calibration()
-    row = tails.bank[:1].astype(np.float32)
-    offset = tails.offsets(row)[0]
-    similarities = np.sort(row @ tails.bank.astype(np.float32).T)[0][::-1]
+    bank = tails.banks["embedding"]
+    row = bank[:1]
+    offset = tails.offsets("embedding", row)[0]
+    similarities = np.sort(row @ bank.T)[0][::-1]
     assert offset == pytest.approx(similarities[3], abs=1e-3)  # k = 4: itself first, then three others
+    assert tails.offsets("embedding_fast", row)[0] == 0  # a signal without a bank of its own is not normalised
 
 
 def test_a_calibration_survives_saving(tmp_path):
     path = tmp_path / "c.npz"
     calibration().save(path)
     loaded = Calibration.load(path)
-    assert loaded.tails == calibration().tails and loaded.bank.shape == (64, 512)
+    assert loaded.tails == calibration().tails and set(loaded.banks) == {"embedding"}
+    assert np.allclose(loaded.banks["embedding"], calibration().banks["embedding"], atol=1e-3)
     assert loaded.expected_false("embedding", 0.33, 50) == calibration().expected_false("embedding", 0.33, 50)
+
+
+def test_a_normalised_signal_is_never_scored_on_its_raw_prior():
+    """A prior is in raw cosine; a file that normalises a signal but fitted it no tail has no tail for it."""
+    prior = Tail(0.0, -10.0, 0.3, False)
+    unnormalised = calibration()
+    assert unnormalised.expected_false("embedding_fast", 0.9, 10, prior) < 1e-5
+    normalised = Calibration("test", 4, {}, 0.01, "test", {"embedding_fast": unnormalised.banks["embedding"]})
+    assert normalised.expected_false("embedding_fast", 0.9, 10, prior) == math.inf
+
+
+def test_the_packaged_calibration_normalises_both_embeddings_and_fits_them():
+    from server.calibration import DEFAULT_PATH, calibration_for, embedding_space
+    from server.config import Settings
+
+    packaged = calibration_for(embedding_space(Settings().models), str(DEFAULT_PATH))
+    assert packaged is not None
+    assert {"embedding", "embedding_fast"} <= set(packaged.banks) and {"embedding", "embedding_fast"} <= set(
+        packaged.tails)
 
 
 def test_odds_read_like_people_say_them():

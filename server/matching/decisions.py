@@ -87,8 +87,8 @@ class Assessor:
     verifier: Verifier | None = None
 
     def offsets(self, queries: dict[str, SignalVectors]) -> dict[str, np.ndarray]:
-        embedding = queries.get("embedding")
-        return {} if embedding is None else {"embedding": self.calibration.offsets(embedding.vectors)}
+        return {name: self.calibration.offsets(name, query.vectors) for name, query in queries.items()
+                if name in self.calibration.banks}
 
     def __call__(self, results: list[MatchResult]) -> list[MatchResult]:
         kept = []

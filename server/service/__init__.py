@@ -172,12 +172,9 @@ class MatchingService:
         self._write_lock = threading.Lock()
         self.slots = WorkSlots(settings.service.max_workers)
         self.identifiers = CaseIdentifiers(settings, self.slots.stopping)
-        models = settings.models
         self.calibration: Calibration | None = None
         if settings.match.calibrated:
-            self.calibration = calibration_for(
-                embedding_space(models.embed_model, models.embed_size, models.region_grid),
-                settings.match.calibration_path)
+            self.calibration = calibration_for(embedding_space(settings.models), settings.match.calibration_path)
         self.started_at = time.monotonic()
 
     # -- lifecycle --------------------------------------------------------------------------------------------
