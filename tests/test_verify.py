@@ -327,3 +327,15 @@ def test_keypoints_of_given_boxes_are_each_crops_own_and_bad_boxes_are_refused(i
                        (np.array([[np.nan, 0.0, 1.0, 1.0]]), [0])):
         with pytest.raises(InvalidInput, match="local_features"):
             inference.local_of_regions(frames, bad, np.array(frame))
+
+
+def test_lost_copies_are_classed_by_their_own_references_best_verdict():
+    from bench.lost_copies import lost_class
+
+    own = [MatchResult(3, "embedding", 0.8, 0.6, (0.0, 0.0), (0.0, 0.0), 1, (0.0, 0.0, 1.0, 1.0), ())]
+    assert lost_class([], []) == "no candidate"
+    assert lost_class(own, []) == "too common (not verified)"
+    assert lost_class(own, [Verdict(Outcome.UNVERIFIABLE)]) == "unverifiable"
+    assert lost_class(own, [Verdict(Outcome.UNVERIFIABLE), Verdict(Outcome.REJECTED, 30, 0.2, zoomed=True)]) == \
+        "rejected, closer look, inliers >= 24"
+    assert lost_class(own, [Verdict(Outcome.REJECTED, 8, 0.0)]) == "rejected"
