@@ -5,8 +5,8 @@
 `bench.accuracy --filler` says how many copies of each transform are lost; this says why, per lost copy, on the
 same cached features and the service's defaults (`bench.precision`'s mode "after"). Each lost copy falls in one
 class, by its own reference's best candidate:
-- no candidate: no region of the query reached its own reference within the raw floors, or normalised below the
-  tail's start (the search or the region finder missed it);
+- no candidate: no region of the query reached its own reference within the raw floors (the region finder or
+  the embedding missed it);
 - too common: a candidate, but its expected false matches per query exceed `verify_up_to` (not verified);
 - unverifiable: too few keypoints on one side to verify (flat or tiny pictures);
 - rejected: verified and rejected; "closer look" where the last verdict was on the matched box's own crop, and
