@@ -20,15 +20,13 @@ import collections
 import time
 
 from bench.filler import load_roles
-from bench.precision import FILLER_OWNER, SIGNALS, Item, LocalFeaturesOnDemand, load_features, progress
+from bench.precision import SIGNALS, LocalFeaturesOnDemand, load_features, progress
 from bench.record import machine, publish
 from bench.transforms import TRANSFORMS
 from server.calibration import DEFAULT_PATH, Calibration
 from server.matching.decisions import Assessor, MatchResult, Thresholds, match_library
 from server.matching.library import Library
-from server.matching.verify import MIN_INLIERS, Outcome, Verdict
-
-RANK = {Outcome.VERIFIED: 2, Outcome.REJECTED: 1, Outcome.UNVERIFIABLE: 0}
+from server.matching.verify import MIN_INLIERS, Outcome, Verdict, strength
 
 
 class Recording(Assessor):
@@ -46,7 +44,7 @@ def lost_class(own: list[MatchResult], verdicts: list[Verdict]) -> str:
         return "no candidate"
     if not verdicts:
         return "too common (not verified)"
-    best = max(verdicts, key=lambda v: (RANK[v.outcome], v.inliers))
+    best = max(verdicts, key=strength)
     if best.outcome is Outcome.UNVERIFIABLE:
         return "unverifiable"
     return ("rejected" + (", closer look" if best.zoomed else "")
@@ -64,24 +62,16 @@ def main() -> None:
     if set(chosen) - set(TRANSFORMS):
         parser.error(f"unknown transforms {sorted(set(chosen) - set(TRANSFORMS))}")
     started = time.perf_counter()
-    total = len(load_roles()["filler"])
-    filler = total if args.filler == "all" else min(int(args.filler), total)
+    available = len(load_roles()["filler"])
+    filler = available if args.filler == "all" else min(int(args.filler), available)
     loaded = load_features(filler, args.seed, 1, ("reference", "filler", "true"))
     match = loaded.settings.match
     calibration = Calibration.load(DEFAULT_PATH)
     thresholds = Thresholds.defaults(match)
     radius = {n: thresholds.of(n) for n in SIGNALS}
     library = Library("references")
-    library.add_many((p, {n: s.reference_vectors(f, match) for n, s in SIGNALS.items()})
-                     for p, f in enumerate(loaded.features["reference"]))
-    library.add_many((FILLER_OWNER + j, {n: s.reference_vectors(f, match) for n, s in SIGNALS.items()})
-                     for j, f in enumerate(loaded.features["filler"]))
+    loaded.add_references(library, range(filler))
     local = LocalFeaturesOnDemand(loaded.settings)
-
-    def owner_item(owner: int) -> Item:
-        return (loaded.items["filler"][owner - FILLER_OWNER] if owner >= FILLER_OWNER
-                else loaded.items["reference"][owner])
-
     queries = collections.Counter[str]()
     classes = collections.Counter[tuple[str, str]]()
     lost: list[str] = []
@@ -90,7 +80,7 @@ def main() -> None:
             continue
         queries[item.transform] += 1
         verdicts: dict[tuple[int, str], Verdict] = {}
-        verifier = local.verifier(item, ("true", at), owner_item, match.verify_closer)
+        verifier = local.verifier(item, ("true", at), loaded.owner_item, match.verify_closer)
 
         def check(result: MatchResult, verifier=verifier, verdicts=verdicts) -> Verdict:  # type: ignore[no-untyped-def]
             verdicts[(result.owner, result.signal)] = verdict = verifier(result)
@@ -114,10 +104,10 @@ def main() -> None:
              f"- Transforms: {', '.join(chosen)}; calibration {calibration.model}\n",
              "| transform | queries | lost | class | lost in class |", "|---|---|---|---|---|"]
     for transform in chosen:
-        total = sum(n for (t, _), n in classes.items() if t == transform)
+        lost_here = sum(n for (t, _), n in classes.items() if t == transform)
         for (t, kind), n in sorted(classes.items()):
             if t == transform:
-                lines.append(f"| {transform} | {queries[transform]} | {total} | {kind} | {n} |")
+                lines.append(f"| {transform} | {queries[transform]} | {lost_here} | {kind} | {n} |")
     lines += ["", "Every lost copy:", ""] + [f"- {line}" for line in lost]
     progress("done")
     publish("\n".join(lines) + "\n", args.out)

@@ -132,6 +132,20 @@ class Loaded:
     features: dict[str, list[MediaFeatures]]
     settings: Settings
 
+    def owner_item(self, owner: int) -> Item:
+        """The image behind a library owner: dev reference p is owner p, filler j is FILLER_OWNER + j."""
+        return (self.items["filler"][owner - FILLER_OWNER] if owner >= FILLER_OWNER
+                else self.items["reference"][owner])
+
+    def add_references(self, library: Library, filler: range) -> None:
+        """Add to `library` the dev references (with an empty library) and the filler images in `filler`."""
+        match = self.settings.match
+        if not len(library):
+            library.add_many((p, {n: s.reference_vectors(f, match) for n, s in SIGNALS.items()})
+                             for p, f in enumerate(self.features["reference"]))
+        library.add_many((FILLER_OWNER + j, {n: s.reference_vectors(f, match) for n, s in SIGNALS.items()})
+                         for j, f in zip(filler, self.features["filler"][filler.start:filler.stop], strict=True))
+
 
 def load_features(filler: int, seed: int, workers: int, roles: tuple[str, ...]) -> Loaded:
     settings = Settings()
@@ -365,22 +379,16 @@ def evaluate(sizes: list[int], seed: int, workers: int, calibration: Calibration
     thresholds = Thresholds.defaults(match)
     radius = {n: thresholds.of(n) for n in SIGNALS}
     library = Library("references")
-    library.add_many((p, {n: s.reference_vectors(f, match) for n, s in SIGNALS.items()})
-                     for p, f in enumerate(loaded.features["reference"]))
     queries = [(item, {n: s.query_vectors(f, match) for n, s in SIGNALS.items()}, f)
                for role in ("true", "unrelated")
                for item, f in zip(loaded.items[role], loaded.features[role], strict=True)]
     local = LocalFeaturesOnDemand(loaded.settings)
 
-    def owner_item(owner: int) -> Item:
-        return (loaded.items["filler"][owner - FILLER_OWNER] if owner >= FILLER_OWNER
-                else loaded.items["reference"][owner])
-
+    owner_item = loaded.owner_item
     tallies: dict[tuple[str, int], Tally] = {}
     added = 0
     for size in sorted(sizes):
-        library.add_many((FILLER_OWNER + j, {n: s.reference_vectors(f, match) for n, s in SIGNALS.items()})
-                         for j, f in enumerate(loaded.features["filler"][added:size], start=added))
+        loaded.add_references(library, range(added, size))
         added = size
         for mode, policy in modes(match, previous).items():
             if mode not in (DEFAULT_MODES if only is None else only):

@@ -141,9 +141,13 @@ def _frames(query: LocalFeatures, query_size: tuple[float, float], target: Local
     return best
 
 
+def strength(verdict: Verdict) -> tuple[int, int]:
+    """How strongly a verdict supports the match: verified over rejected over unverifiable, then inliers."""
+    return {Outcome.VERIFIED: 2, Outcome.REJECTED: 1, Outcome.UNVERIFIABLE: 0}[verdict.outcome], verdict.inliers
+
+
 def _better(a: Verdict, b: Verdict) -> bool:
-    rank = {Outcome.VERIFIED: 2, Outcome.REJECTED: 1, Outcome.UNVERIFIABLE: 0}
-    return (rank[a.outcome], a.inliers) > (rank[b.outcome], b.inliers)
+    return strength(a) > strength(b)
 
 
 Area = tuple[float, float, float, float]  # x0, y0, x1, y1 in keypoint units
